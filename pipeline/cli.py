@@ -1,0 +1,164 @@
+"""The `llamix` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.manifest import ManifestError, Run, load_manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.command(args) or 0)
+    except ManifestError as err:
+        print(f"error: invalid manifest {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamix",
+        description="Rebuild the LLaMA data mixture from a manifest, on a laptop or a Ray cluster.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a manifest (resumes what is already done)")
+    run.add_argument("manifest", help="the manifest YAML")
+    run.add_argument("--out", help="output directory (default: the manifest's `output`)")
+    run.add_argument("--workers", type=_positive, help="tasks in flight at once (default: CPUs)")
+    run.add_argument(
+        "--address",
+        help="join this Ray cluster (default: $RAY_ADDRESS, else an embedded loopback Ray)",
+    )
+    run.add_argument(
+        "--until", help="stop after this step (e.g. exact_dedup or web/02-exact_dedup)"
+    )
+    run.add_argument("--fresh", action="store_true", help="delete earlier outputs first")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(command=_run)
+
+    plan = commands.add_parser("plan", help="print every step, its key, and what is done")
+    plan.add_argument("manifest")
+    plan.add_argument("--out", help="output directory (default: the manifest's `output`)")
+    plan.set_defaults(command=_plan)
+
+    status = commands.add_parser("status", help="progress of a run directory")
+    status.add_argument("out", help="a run's output directory")
+    status.set_defaults(command=_status)
+
+    report = commands.add_parser("report", help="write OUT/report/index.html from OUT/stats.json")
+    report.add_argument("out", help="a run's output directory")
+    report.set_defaults(command=_report)
+    return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.executor import TaskFailed
+    from pipeline.runner import run_pipeline
+
+    run = load_manifest(args.manifest)
+    try:
+        result = run_pipeline(
+            run,
+            output=args.out,
+            workers=args.workers,
+            address=args.address,
+            until=args.until,
+            fresh=args.fresh,
+            progress=not args.quiet,
+        )
+    except TaskFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(summary_table(result.stats))
+    print(
+        f"\n{len(result.executed)} tasks run, {len(result.reused)} reused from earlier runs; "
+        f"stats in {result.plan.output}/stats.json"
+    )
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    print(plan_table(load_manifest(args.manifest), args.out))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pipeline.runner import load_recorded_run
+
+    print(plan_table(load_recorded_run(args.out), args.out))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    page = write_report(args.out)
+    print(f"report written to {page}")
+    return 0
+
+
+def plan_table(run: Run, output: str | None) -> str:
+    from pipeline.executor import build_tasks
+    from pipeline.plan import build_plan
+    from pipeline.tasks import completed
+
+    plan = build_plan(run, output)
+    tasks = build_tasks(plan)
+    done = completed(tasks)
+    total: Counter[str] = Counter(t.step.label for t in tasks)
+    finished: Counter[str] = Counter(t.step.label for t in tasks if t.id in done)
+    lines = [f"manifest {run.path} (hash {run.hash[:12]}), output {plan.output}"]
+    for source, files in plan.inputs.items():
+        missing = sum(f.missing for f in files)
+        note = f", {missing} missing" if missing else ""
+        lines.append(f"\n{source}: {len(files)} input files{note}")
+        previous = "input files"
+        for step in plan.steps_of(source):
+            state = (
+                "done"
+                if finished[step.label] == total[step.label]
+                else (f"{finished[step.label]}/{total[step.label]} tasks done")
+            )
+            kind = "global" if step.is_global else ("read" if step.is_read else "shard")
+            lines.append(
+                f"  {step.number:02d}-{step.name:<20} {kind:<6} key {step.key}  "
+                f"in: {previous:<24} {state}"
+            )
+            previous = f"{step.number:02d}-{step.name}"
+    return "\n".join(lines)
+
+
+def summary_table(stats: dict[str, Any]) -> str:
+    rows = [f"{'step':<34} {'docs in':>10} {'docs out':>10} {'MB out':>9} {'sec':>8}  drops"]
+    for source, entry in stats["sources"].items():
+        for step in entry["steps"]:
+            s = step["stats"]
+            drops = ", ".join(
+                f"{k}={v}" for k, v in sorted(s["drops"].items(), key=lambda x: -x[1])
+            )
+            rows.append(
+                f"{source + '/' + step['step']:<34} {s['docs_in']:>10} {s['docs_out']:>10} "
+                f"{s['bytes_out'] / 1e6:>9.2f} {s['seconds']:>8.1f}  {drops}"
+            )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

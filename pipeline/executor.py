@@ -1,0 +1,263 @@
+"""Runs a plan on Ray: one task per (step, shard), pipelined, resumable, retried.
+
+A shard flows to its next step as soon as it is written; only global stages wait for
+every shard of the step before them. At most `workers` tasks are in flight, so
+`--workers` caps parallelism on a laptop and on a cluster alike. A task whose worker
+dies is retried by Ray; because every output is written atomically and named by its
+inputs, a retry, a resumed run and an uninterrupted run give the same bytes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.io import join
+from pipeline.plan import Plan, Step
+from pipeline.tasks import (
+    Task,
+    execute,
+    input_fingerprint,
+    load_record,
+    output_fingerprint,
+    record_matches,
+)
+
+TASK_RETRIES = 3
+
+
+class TaskFailed(RuntimeError):
+    """A task raised an error (not a lost worker, which Ray retries): a bug or bad model."""
+
+
+def build_tasks(plan: Plan) -> list[Task]:
+    """Every task of the plan, dependencies first."""
+    tasks: list[Task] = []
+    for source in plan.inputs:
+        upstream: list[Task] = []
+        for step in plan.steps_of(source):
+            if step.is_read:
+                current = [_read_task(step, i, f) for i, f in enumerate(plan.inputs[source])]
+            elif step.is_global:
+                current = _global_tasks(step, upstream)
+            else:
+                current = [_stage_task(step, i, upstream[i]) for i in range(step.shards)]
+            tasks += current
+            upstream = current[-step.shards :] if step.shards else []
+    return tasks
+
+
+def _read_task(step: Step, shard: int, input_file: Any) -> Task:
+    return Task(
+        id=f"{step.label}/part-{shard:05d}",
+        step=step,
+        phase="read",
+        index=shard,
+        done_path=step.done_record(shard),
+        input_file=input_file,
+    )
+
+
+def _stage_task(step: Step, shard: int, upstream: Task, phase: str = "stage", **extra: Any) -> Task:
+    return Task(
+        id=f"{step.label}/part-{shard:05d}",
+        step=step,
+        phase=phase,  # type: ignore[arg-type]
+        index=shard,
+        done_path=step.done_record(shard),
+        deps=(upstream.id, *extra.pop("more_deps", ())),
+        extra={"input_part": _output_of(upstream), **extra},
+    )
+
+
+def _output_of(task: Task) -> str:
+    return task.step.part(task.index)
+
+
+def _global_tasks(step: Step, upstream: list[Task]) -> list[Task]:
+    stage = step.component
+    partitions: int = stage.partitions  # type: ignore[attr-defined]
+    map_root = join(step.directory, "_map")
+    reduce_root = join(step.directory, "_reduce")
+    maps = [
+        Task(
+            id=f"{step.label}/map/part-{shard:05d}",
+            step=step,
+            phase="map",
+            index=shard,
+            done_path=join(map_root, "_done", f"part-{shard:05d}.json"),
+            deps=(upstream[shard].id,),
+            extra={
+                "input_part": _output_of(upstream[shard]),
+                "map_dir": join(map_root, f"part-{shard:05d}"),
+            },
+        )
+        for shard in range(step.shards)
+    ]
+    reduces = [
+        Task(
+            id=f"{step.label}/reduce/p-{p:05d}",
+            step=step,
+            phase="reduce",
+            index=p,
+            done_path=join(reduce_root, "_done", f"p-{p:05d}.json"),
+            deps=tuple(m.id for m in maps),
+            extra={
+                "map_parts": [join(m.extra["map_dir"], f"p-{p:05d}.parquet") for m in maps],
+                "decisions": join(reduce_root, f"p-{p:05d}.parquet"),
+            },
+        )
+        for p in range(partitions)
+    ]
+    applies = [
+        _stage_task(
+            step,
+            shard,
+            upstream[shard],
+            phase="apply",
+            more_deps=[r.id for r in reduces],
+            decision_parts=[r.extra["decisions"] for r in reduces],
+        )
+        for shard in range(step.shards)
+    ]
+    return [*maps, *reduces, *applies]
+
+
+@dataclass
+class Outcome:
+    """What happened to every task: its record, and whether this run executed it."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executed: set[str] = field(default_factory=set)
+    reused: set[str] = field(default_factory=set)
+
+
+def connect(address: str | None, workers: int) -> None:
+    """Joins the cluster at `address` (or RAY_ADDRESS), else starts an embedded Ray.
+
+    The embedded Ray listens on loopback only and starts no dashboard: on Linux Ray
+    otherwise advertises, and listens on, the machine's network address.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        return
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(
+        num_cpus=max(workers, 1),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+
+
+def run_tasks(
+    tasks: list[Task],
+    workers: int,
+    address: str | None = None,
+    progress: Callable[[Task, dict[str, Any], bool], None] | None = None,
+) -> Outcome:
+    """Schedules the tasks on Ray, respecting dependencies and the cap on tasks in flight.
+
+    Ray is started (or joined) only when a task actually has to run: a rerun of a
+    finished manifest reads completion records and returns in a moment.
+    """
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(
+        _execute_remote
+    )
+    by_id = {t.id: t for t in tasks}
+    order = {t.id: n for n, t in enumerate(tasks)}
+    waiting = {t.id: len(t.deps) for t in tasks}
+    dependents: dict[str, list[str]] = defaultdict(list)
+    for t in tasks:
+        for dep in t.deps:
+            dependents[dep].append(t.id)
+    ready = [(order[t.id], t.id) for t in tasks if not t.deps]
+    heapq.heapify(ready)
+    outcome = Outcome()
+    in_flight: dict[Any, Task] = {}
+    run_id = uuid.uuid4().hex[:12]
+
+    def finish(task: Task, record: dict[str, Any], reused: bool) -> None:
+        outcome.records[task.id] = record
+        (outcome.reused if reused else outcome.executed).add(task.id)
+        if progress:
+            progress(task, record, reused)
+        for child in dependents[task.id]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, (order[child], child))
+
+    while ready or in_flight:
+        while ready and len(in_flight) < workers:
+            _, task_id = heapq.heappop(ready)
+            task = by_id[task_id]
+            input_fp = input_fingerprint(task, [outcome.records[d]["output"] for d in task.deps])
+            record = load_record(task)
+            if record_matches(record, task, input_fp):
+                assert record is not None
+                record["output"] = output_fingerprint(task, input_fp)
+                finish(task, record, reused=True)
+                continue
+            connect(address, workers)
+            in_flight[remote.remote(task, input_fp, run_id)] = task
+        if not in_flight:
+            continue
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in done:
+            task = in_flight.pop(ref)
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayTaskError as err:
+                for other in in_flight:
+                    ray.cancel(other)
+                raise TaskFailed(f"task {task.id} failed:\n{err}") from None
+            finish(task, record, reused=False)
+    return outcome
+
+
+def _execute_remote(task: Task, input_fp: str, run_id: str) -> dict[str, Any]:
+    return execute(task, input_fp, run_id)
+
+
+def progress_printer(plan: Plan, tasks: list[Task]) -> Callable[[Task, dict[str, Any], bool], None]:
+    """One bar per step on a terminal; one line per finished step in logs."""
+    from tqdm import tqdm
+
+    totals: dict[str, int] = defaultdict(int)
+    for t in tasks:
+        totals[t.step.label] += 1
+    interactive = sys.stderr.isatty()
+    bars: dict[str, Any] = {}
+    counts: dict[str, int] = defaultdict(int)
+    started = time.perf_counter()
+
+    def report(task: Task, record: dict[str, Any], reused: bool) -> None:
+        label = task.step.label
+        counts[label] += 1
+        if interactive:
+            if label not in bars:
+                bars[label] = tqdm(
+                    total=totals[label], desc=label, unit="task", position=len(bars), leave=True
+                )
+            bars[label].update(1)
+        elif counts[label] == totals[label]:
+            elapsed = time.perf_counter() - started
+            print(f"[{elapsed:7.1f}s] {label}: {totals[label]} tasks done", file=sys.stderr)
+
+    return report

@@ -1,0 +1,363 @@
+"""Paths, streams, readers and writers.
+
+Every path goes through fsspec, so `s3://bucket/x.jsonl.zst` works wherever a local path
+does. Inputs are streamed in bounded chunks: a multi-GB file, or a single line of many
+MB, never has to fit in memory. Outputs are written under a temporary name and renamed,
+so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+from fsspec.spec import AbstractFileSystem
+
+from pipeline.document import SCHEMA, Document, documents_to_table, table_to_documents
+from pipeline.stats import Stats
+
+CHUNK_BYTES = 1 << 20
+DEFAULT_MAX_DOCUMENT_BYTES = 16 << 20
+PARQUET_ROW_GROUP_BYTES = 64 << 20
+
+
+class CorruptInput(Exception):
+    """A stream that cannot be read to its end; `reason` is the drop reason to count."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class OversizeLine:
+    """Stands in for a line longer than the limit, which was skipped without being held."""
+
+
+OVERSIZE = OversizeLine()
+
+
+def filesystem(path: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem of a URL or local path, and the path inside it."""
+    fs, inner = fsspec.core.url_to_fs(path)
+    return fs, inner
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def exists(path: str) -> bool:
+    fs, inner = filesystem(path)
+    return fs.exists(inner)
+
+
+def compression_of(path: str) -> str | None:
+    if path.endswith(".gz"):
+        return "gzip"
+    if path.endswith(".zst") or path.endswith(".zstd"):
+        return "zstd"
+    return None
+
+
+@contextmanager
+def open_binary(path: str) -> Iterator[IO[bytes]]:
+    """Opens `path` for reading, decompressing `.gz` and `.zst` as a stream."""
+    fs, inner = filesystem(path)
+    with fs.open(inner, "rb") as raw:
+        codec = compression_of(path)
+        if codec == "gzip":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                yield stream
+        elif codec == "zstd":
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            with reader as stream:
+                yield stream
+        else:
+            yield raw
+
+
+def read_chunks(stream: IO[bytes], codec: str | None) -> Iterator[bytes]:
+    """Yields decompressed chunks, turning every codec failure into `CorruptInput`."""
+    name = codec or "file"
+    while True:
+        try:
+            chunk = stream.read(CHUNK_BYTES)
+        except EOFError as err:
+            raise CorruptInput(f"read:truncated_{name}", str(err)) from err
+        except (OSError, zlib.error, zstandard.ZstdError) as err:
+            raise CorruptInput(f"read:corrupt_{name}", str(err)) from err
+        if not chunk:
+            return
+        yield chunk
+
+
+def iter_lines(path: str, max_line_bytes: int) -> Iterator[bytes | OversizeLine]:
+    """Yields the lines of `path` (without newline), or `OVERSIZE` for each too-long one.
+
+    Memory stays bounded by `max_line_bytes`: a longer line is discarded as it streams.
+    If the stream breaks, the unterminated line before the break is dropped with it and
+    `CorruptInput` is raised after every complete line.
+    """
+    with open_binary(path) as stream:
+        pending = bytearray()
+        oversize = False
+        for chunk in read_chunks(stream, compression_of(path)):
+            start = 0
+            while True:
+                newline = chunk.find(b"\n", start)
+                if newline < 0:
+                    if not oversize:
+                        pending += chunk[start:]
+                        if len(pending) > max_line_bytes:
+                            pending.clear()
+                            oversize = True
+                    break
+                if oversize:
+                    yield OVERSIZE
+                    oversize = False
+                else:
+                    pending += chunk[start:newline]
+                    if len(pending) > max_line_bytes:
+                        yield OVERSIZE
+                    else:
+                        yield bytes(pending)
+                    pending.clear()
+                start = newline + 1
+        if oversize:
+            yield OVERSIZE
+        elif pending:
+            yield bytes(pending)
+
+
+def read_bounded(path: str, max_bytes: int) -> bytes | None:
+    """The whole (decompressed) content of `path`, or None when it exceeds `max_bytes`."""
+    with open_binary(path) as stream:
+        data = bytearray()
+        for chunk in read_chunks(stream, compression_of(path)):
+            data += chunk
+            if len(data) > max_bytes:
+                return None
+        return bytes(data)
+
+
+def decode_utf8(data: bytes, stats: Stats) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.drop("read:invalid_utf8")
+        return None
+
+
+def read_jsonl(
+    path: str,
+    doc_id_prefix: str,
+    source: str,
+    stats: Stats,
+    *,
+    text_field: str = "text",
+    id_field: str | None = None,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+) -> Iterator[Document]:
+    """One document per JSON line; every other field of the record goes to `meta`."""
+    index = -1
+    for line in iter_lines(path, max_document_bytes):
+        index += 1
+        if line is OVERSIZE:
+            stats.drop("read:document_too_large")
+            continue
+        assert isinstance(line, bytes)
+        if not line.strip():
+            continue
+        text = decode_utf8(line, stats)
+        if text is None:
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            stats.drop("read:invalid_json")
+            continue
+        if not isinstance(record, dict):
+            stats.drop("read:not_an_object")
+            continue
+        body = record.pop(text_field, None)
+        if not isinstance(body, str):
+            stats.drop("read:missing_text")
+            continue
+        own_id = record.pop(id_field, None) if id_field else None
+        doc_id = str(own_id) if own_id is not None else f"{doc_id_prefix}:{index}"
+        yield Document(doc_id, body, source, record)
+
+
+def read_text_file(
+    path: str,
+    doc_id: str,
+    source: str,
+    stats: Stats,
+    *,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+) -> Iterator[Document]:
+    """The whole file as one document (a book, a web page, a source file)."""
+    data = read_bounded(path, max_document_bytes)
+    if data is None:
+        stats.drop("read:document_too_large")
+        return
+    if not data:
+        stats.drop("read:empty_file")
+        return
+    text = decode_utf8(data, stats)
+    if text is not None:
+        yield Document(doc_id, text, source, {"path": doc_id})
+
+
+def read_parquet_records(
+    path: str,
+    doc_id_prefix: str,
+    source: str,
+    stats: Stats,
+    *,
+    text_field: str = "text",
+    id_field: str | None = None,
+    batch_rows: int = 1024,
+) -> Iterator[Document]:
+    """Rows of any Parquet file; the text column becomes `text`, the rest goes to `meta`."""
+    fs, inner = filesystem(path)
+    with fs.open(inner, "rb") as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise CorruptInput("read:corrupt_parquet", str(err)) from err
+        if text_field not in parquet.schema_arrow.names:
+            raise CorruptInput("read:missing_text", f"{path} has no column {text_field!r}")
+        index = 0
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            for row in batch.to_pylist():
+                body = row.pop(text_field)
+                own_id = row.pop(id_field, None) if id_field else None
+                doc_id = str(own_id) if own_id is not None else f"{doc_id_prefix}:{index}"
+                index += 1
+                if not isinstance(body, str):
+                    stats.drop("read:missing_text")
+                    continue
+                yield Document(doc_id, body, source, _json_safe(row))
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(row, default=str))
+
+
+def temporary_name(path: str) -> str:
+    return f"{path}.tmp-{uuid.uuid4().hex}"
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    fs, inner = filesystem(path)
+    fs.makedirs(fs._parent(inner), exist_ok=True)
+    tmp = temporary_name(inner)
+    with fs.open(tmp, "wb") as handle:
+        handle.write(data)
+    fs.mv(tmp, inner)
+
+
+def atomic_write_json(path: str, value: Any) -> None:
+    atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def read_json(path: str) -> Any:
+    fs, inner = filesystem(path)
+    with fs.open(inner, "rb") as handle:
+        return json.loads(handle.read())
+
+
+class ParquetShardWriter:
+    """Streams documents into one zstd Parquet file, visible only once closed cleanly.
+
+    Row groups are cut by bytes, not rows, so a shard of long books and a shard of
+    tweets both get row groups of a useful size while memory stays bounded.
+    """
+
+    def __init__(self, path: str, row_group_bytes: int = PARQUET_ROW_GROUP_BYTES) -> None:
+        self._fs, self._path = filesystem(path)
+        self._fs.makedirs(self._fs._parent(self._path), exist_ok=True)
+        self._tmp = temporary_name(self._path)
+        self._handle = self._fs.open(self._tmp, "wb")
+        self._writer = pq.ParquetWriter(self._handle, SCHEMA, compression="zstd")
+        self._row_group_bytes = row_group_bytes
+        self._pending: list[Document] = []
+        self._pending_bytes = 0
+        self.documents = 0
+        self.text_bytes = 0
+
+    def write(self, doc: Document) -> None:
+        size = len(doc.text.encode("utf-8"))
+        self._pending.append(doc)
+        self._pending_bytes += size
+        self.documents += 1
+        self.text_bytes += size
+        if self._pending_bytes >= self._row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(documents_to_table(self._pending))
+        self._pending = []
+        self._pending_bytes = 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._handle.close()
+        self._fs.mv(self._tmp, self._path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._handle.close()
+        self._fs.rm(self._tmp)
+
+    def __enter__(self) -> ParquetShardWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_parquet(path: str, docs: Iterable[Document]) -> int:
+    with ParquetShardWriter(path) as writer:
+        for doc in docs:
+            writer.write(doc)
+    return writer.documents
+
+
+def iter_parquet(path: str, batch_rows: int = 1024) -> Iterator[Document]:
+    """Documents of a shard that llamix wrote, streamed batch by batch."""
+    fs, inner = filesystem(path)
+    with fs.open(inner, "rb") as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+            yield from table_to_documents(batch)
+
+
+def write_jsonl_zst(path: str, docs: Iterable[Document], level: int = 3) -> int:
+    """The interchange format most peers read (dolma, RedPajama); one JSON object a line."""
+    fs, inner = filesystem(path)
+    fs.makedirs(fs._parent(inner), exist_ok=True)
+    tmp = temporary_name(inner)
+    count = 0
+    compressor = zstandard.ZstdCompressor(level=level)
+    with fs.open(tmp, "wb") as raw, compressor.stream_writer(raw, closefd=False) as out:
+        for doc in docs:
+            record = {"id": doc.id, "text": doc.text, "source": doc.source, "meta": doc.meta}
+            out.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+            count += 1
+    fs.mv(tmp, inner)
+    return count

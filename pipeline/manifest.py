@@ -1,0 +1,294 @@
+"""The manifest: one YAML file that declares a whole run, validated before anything runs.
+
+Every problem is reported at once, each with the path of the field it concerns
+(`sources.web.stages[2].max_chars: ...`), so a user fixes a manifest in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+import stages  # noqa: F401  (importing it registers every stage and reader)
+from stages.base import READERS, STAGES, Reader, Stage
+
+SOURCE_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReaderSpec(BaseModel):
+    """`reader: jsonl` or `reader: {type: jsonl, text_field: content}`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = Field(description=f"One of: {', '.join(sorted(READERS))}.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StageSpec(BaseModel):
+    """`- stage: length_filter` followed by that stage's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    stage: str = Field(description="A registered stage name.")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SourceSpec(Strict):
+    reader: ReaderSpec
+    inputs: list[str] = Field(
+        min_length=1,
+        description="Paths or globs (local or any fsspec URL), relative to the manifest.",
+    )
+    stages: list[StageSpec] = Field(default_factory=list)
+
+
+class MixtureEntry(Strict):
+    weight: float = Field(gt=0, description="Sampling proportion (LLaMA Table 1).")
+    epochs: float = Field(1.0, gt=0, description="Passes over this source's tokens.")
+
+
+class TokenizerSpec(Strict):
+    """SentencePiece BPE with the LLaMA settings (paper section 2.1)."""
+
+    vocab_size: int = Field(32000, ge=256, le=1_000_000)
+    model_type: Literal["bpe"] = "bpe"
+    split_digits: bool = True
+    byte_fallback: bool = True
+    character_coverage: float = Field(0.99995, gt=0, le=1)
+    sample_documents: int = Field(1_000_000, gt=0)
+
+
+class DatasetSpec(Strict):
+    add_bos: bool = True
+    add_eos: bool = True
+    shard_documents: int = Field(100_000, gt=0, description="Documents per token shard.")
+
+
+class TrainSpec(Strict):
+    preset: str = Field("tiny", description="Model size preset, e.g. tiny, 7b, 65b.")
+    seq_len: int = Field(2048, gt=0)
+    batch_tokens: int = Field(4_000_000, gt=0, description="Tokens per optimizer step.")
+    steps: int = Field(1000, gt=0)
+    learning_rate: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(2000, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    seed: int = 0
+
+
+class Manifest(Strict):
+    output: str = Field(description="Run directory, local or fsspec; relative to the manifest.")
+    sources: dict[Annotated[str, Field(pattern=SOURCE_NAME)], SourceSpec] = Field(min_length=1)
+    mixture: dict[str, MixtureEntry] = Field(default_factory=dict)
+    tokenizer: TokenizerSpec | None = None
+    dataset: DatasetSpec | None = None
+    train: TrainSpec | None = None
+
+    @model_validator(mode="after")
+    def _mixture_names_sources(self) -> Manifest:
+        unknown = sorted(set(self.mixture) - set(self.sources))
+        if unknown:
+            raise ValueError(f"mixture names sources that are not declared: {', '.join(unknown)}")
+        return self
+
+
+class ManifestError(Exception):
+    """All problems of a manifest, one `field.path: message` line each."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s)\n{lines}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source with its components built and validated."""
+
+    name: str
+    inputs: tuple[str, ...]
+    reader: Reader
+    stages: tuple[Stage, ...]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A loaded manifest: the validated model, its components, and where it lives."""
+
+    manifest: Manifest
+    path: str
+    base_dir: str
+    sources: dict[str, Source]
+
+    @property
+    def output(self) -> str:
+        return resolve_path(self.base_dir, self.manifest.output)
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(self.manifest.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def resolve_path(base_dir: str, path: str) -> str:
+    """Manifest paths are relative to the manifest; URLs and absolute paths stay as they are."""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str((Path(base_dir) / path).resolve())
+
+
+def load_manifest(path: str | Path) -> Run:
+    """Reads and validates a manifest; raises ManifestError listing every problem."""
+    path = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ManifestError(path, ["manifest file not found"]) from None
+    except yaml.YAMLError as err:
+        raise ManifestError(path, [f"not valid YAML: {err}"]) from None
+    return parse_manifest(data, path=path, base_dir=str(Path(path).resolve().parent))
+
+
+def parse_manifest(data: Any, *, path: str = "<manifest>", base_dir: str = ".") -> Run:
+    if not isinstance(data, dict):
+        raise ManifestError(path, ["the manifest must be a mapping of sections"])
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as err:
+        problems = [format_error(e, Manifest) for e in err.errors()]
+        problems += _component_problems(data)
+        raise ManifestError(path, problems) from None
+    problems = _component_problems(data)
+    if problems:
+        raise ManifestError(path, problems)
+    sources = {
+        name: Source(
+            name=name,
+            inputs=tuple(resolve_path(base_dir, p) for p in spec.inputs),
+            reader=READERS[spec.reader.type](
+                READERS[spec.reader.type].Params(**spec.reader.params)
+            ),
+            stages=tuple(STAGES[s.stage](STAGES[s.stage].Params(**s.params)) for s in spec.stages),
+        )
+        for name, spec in manifest.sources.items()
+    }
+    return Run(manifest=manifest, path=path, base_dir=base_dir, sources=sources)
+
+
+def _component_problems(data: dict[str, Any]) -> list[str]:
+    """Validates each reader's and stage's parameters against its own Params model."""
+    problems: list[str] = []
+    sources = data.get("sources")
+    if not isinstance(sources, dict):
+        return problems
+    for name, spec in sources.items():
+        if not isinstance(spec, dict):
+            continue
+        reader = spec.get("reader")
+        if isinstance(reader, str):
+            reader = {"type": reader}
+        if isinstance(reader, dict) and isinstance(reader.get("type"), str):
+            params = {k: v for k, v in reader.items() if k != "type"}
+            problems += _check_component(
+                f"sources.{name}.reader", reader["type"], params, READERS, "reader"
+            )
+        for i, entry in enumerate(spec.get("stages") or []):
+            if isinstance(entry, dict) and isinstance(entry.get("stage"), str):
+                params = {k: v for k, v in entry.items() if k != "stage"}
+                problems += _check_component(
+                    f"sources.{name}.stages[{i}]", entry["stage"], params, STAGES, "stage"
+                )
+    return problems
+
+
+def _check_component(
+    prefix: str, kind: str, params: dict[str, Any], registry: dict[str, Any], what: str
+) -> list[str]:
+    if kind not in registry:
+        hint = _did_you_mean(kind, registry)
+        return [
+            f"{prefix}.{'type' if what == 'reader' else 'stage'}: unknown {what} {kind!r}{hint}"
+        ]
+    try:
+        registry[kind].Params.model_validate(params)
+    except ValidationError as err:
+        return [format_error(e, registry[kind].Params, prefix) for e in err.errors()]
+    return []
+
+
+def format_error(error: Any, model: type[BaseModel], prefix: str = "") -> str:
+    """`sources.web.stages[2].max_chars: Input should be greater than 0` from a pydantic error."""
+    loc = [part for part in error["loc"] if not _is_union_tag(part)]
+    field_path = prefix
+    for part in loc:
+        field_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if field_path else part)
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        siblings = _fields_at(model, loc[:-1])
+        message = f"unknown field{_did_you_mean(str(loc[-1]), siblings)}"
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    return f"{field_path or '<manifest>'}: {message}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part in {"function-before[_from_name(), ReaderSpec]"}
+
+
+def _fields_at(model: Any, loc: list[Any]) -> list[str]:
+    """The field names of the model reached by following `loc` through dicts and lists."""
+    current = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            current = field.annotation if field else None
+        elif typing.get_origin(current) in (dict, list):
+            current = typing.get_args(current)[-1]
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strips `X | None` and `Annotated[X, ...]` down to X."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0] if len(args) == 1 else annotation
+            if len(args) != 1:
+                return annotation
+        else:
+            return annotation
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,199 @@
+"""From a manifest to an ordered list of steps, each with a key and its shards.
+
+A step's key hashes its component's name and parameters and the key of the step before
+it; a shard's completion record also carries the fingerprint of the exact input it read.
+Rerun a manifest and finished shards are skipped; change a parameter and only the steps
+from there on rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.io import filesystem, join
+from pipeline.manifest import Run, Source
+from stages.base import Component, GlobalStage, Reader
+
+
+def digest(*parts: Any) -> str:
+    """A short, stable hash of JSON-able parts."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file of a source; one shard of its read step."""
+
+    path: str
+    name: str  # stable, relative: the document id prefix
+    fingerprint: str  # size and modification stamp; "missing" when absent
+
+    @property
+    def missing(self) -> bool:
+        return self.fingerprint == "missing"
+
+
+@dataclass(frozen=True)
+class Step:
+    source: str
+    number: int
+    name: str
+    component: Component
+    key: str
+    directory: str
+    shards: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}/{self.number:02d}-{self.name}"
+
+    @property
+    def is_read(self) -> bool:
+        return isinstance(self.component, Reader)
+
+    @property
+    def is_global(self) -> bool:
+        return isinstance(self.component, GlobalStage)
+
+    def part(self, shard: int) -> str:
+        return join(self.directory, f"part-{shard:05d}.parquet")
+
+    def done_record(self, shard: int) -> str:
+        return join(self.directory, "_done", f"part-{shard:05d}.json")
+
+
+@dataclass(frozen=True)
+class Plan:
+    run: Run
+    output: str
+    steps: tuple[Step, ...]
+    inputs: dict[str, tuple[InputFile, ...]]
+
+    def steps_of(self, source: str) -> list[Step]:
+        return [s for s in self.steps if s.source == source]
+
+    def final_step(self, source: str) -> Step:
+        return self.steps_of(source)[-1]
+
+
+_GLOB_CHARS = "*?["
+
+
+def expand_inputs(patterns: Iterable[str]) -> tuple[InputFile, ...]:
+    """Expands paths, directories and globs into files, sorted, with stable relative names.
+
+    A pattern that matches nothing is kept as a missing input, so the read step counts it
+    (`read:missing_path`) rather than the run silently reading less than asked.
+    """
+    found: dict[str, dict[str, Any] | None] = {}
+    for pattern in patterns:
+        fs, inner = filesystem(pattern)
+        if any(c in inner for c in _GLOB_CHARS):
+            matches = sorted(p for p in fs.glob(inner) if fs.isfile(p))
+        elif fs.isdir(inner):
+            matches = sorted(p for p in fs.find(inner) if fs.isfile(p))
+        elif fs.exists(inner):
+            matches = [inner]
+        else:
+            found.setdefault(pattern, None)
+            continue
+        for match in matches:
+            found.setdefault(_with_protocol(fs, pattern, match), fs.info(match))
+    paths = sorted(found)
+    root = _common_root([p for p in paths if found[p] is not None])
+    files = []
+    for path in paths:
+        info = found[path]
+        name = _relative_name(path, root) if info is not None else os.path.basename(path)
+        stamp = "missing" if info is None else digest(_file_stamp(info))
+        files.append(InputFile(path=path, name=name, fingerprint=stamp))
+    return tuple(files)
+
+
+def _with_protocol(fs: Any, pattern: str, inner: str) -> str:
+    return fs.unstrip_protocol(inner) if "://" in pattern else inner
+
+
+def _file_stamp(info: dict[str, Any]) -> dict[str, Any]:
+    stamp = {"size": info.get("size")}
+    for field in ("mtime", "LastModified", "ETag", "md5Hash", "created"):
+        if field in info:
+            stamp[field] = str(info[field])
+            break
+    return stamp
+
+
+def _common_root(paths: list[str]) -> str:
+    if not paths:
+        return ""
+    if len(paths) == 1:
+        return paths[0].rsplit("/", 1)[0]
+    return os.path.commonpath([p.split("://", 1)[-1] for p in paths])
+
+
+def _relative_name(path: str, root: str) -> str:
+    bare = path.split("://", 1)[-1]
+    return os.path.relpath(bare, root) if root else os.path.basename(bare)
+
+
+def build_plan(run: Run, output: str | None = None) -> Plan:
+    out = output or run.output
+    steps: list[Step] = []
+    inputs: dict[str, tuple[InputFile, ...]] = {}
+    for source in run.sources.values():
+        files = expand_inputs(source.inputs)
+        inputs[source.name] = files
+        steps += _source_steps(source, out, len(files))
+    return Plan(run=run, output=out, steps=tuple(steps), inputs=inputs)
+
+
+def _source_steps(source: Source, output: str, shards: int) -> list[Step]:
+    base = join(output, "sources", source.name)
+    components: list[Component] = [source.reader, *source.stages]
+    steps: list[Step] = []
+    key = digest("source", source.name)
+    for number, component in enumerate(components):
+        name = "read" if number == 0 else component.name
+        key = digest(key, component.name, component.params.model_dump(mode="json"))
+        steps.append(
+            Step(
+                source=source.name,
+                number=number,
+                name=name,
+                component=component,
+                key=key,
+                directory=join(base, f"{number:02d}-{name}"),
+                shards=shards,
+            )
+        )
+    return steps
+
+
+def select_until(plan: Plan, until: str) -> Plan:
+    """Keeps, per source, the steps up to and including the one named `until`.
+
+    `until` is a stage name (`exact_dedup`), a numbered step (`02-exact_dedup`) or one
+    step of one source (`web/02-exact_dedup`).
+    """
+    kept: list[Step] = []
+    matched = False
+    for source in plan.inputs:
+        steps = plan.steps_of(source)
+        cut = next(
+            (i for i, s in enumerate(steps) if until in (s.name, s.label, s.label.split("/")[1])),
+            None,
+        )
+        if cut is None and "/" in until:
+            continue
+        matched |= cut is not None
+        kept += steps if cut is None else steps[: cut + 1]
+    if not matched:
+        names = sorted({s.name for s in plan.steps})
+        raise ValueError(f"--until {until!r} names no step; steps are: {', '.join(names)}")
+    return Plan(run=plan.run, output=plan.output, steps=tuple(kept), inputs=plan.inputs)

@@ -1,0 +1,115 @@
+"""`OUT/report/index.html`: what the run did, as plots a person can read in a minute."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+from pipeline.io import atomic_write_bytes, exists, join, read_json
+from pipeline.runner import STATS_FILE
+
+
+def write_report(output: str) -> str:
+    stats_path = join(output, STATS_FILE)
+    if not exists(stats_path):
+        raise FileNotFoundError(f"{stats_path} not found: run `llamix run` first")
+    stats = read_json(stats_path)
+    page = join(output, "report", "index.html")
+    atomic_write_bytes(page, render(stats).encode("utf-8"))
+    return page
+
+
+def render(stats: dict[str, Any]) -> str:
+    sections = [
+        ("Documents per step", _png(funnel_figure(stats))),
+        ("Drop reasons", _png(drops_figure(stats))),
+    ]
+    body = "\n".join(
+        f"<h2>{html.escape(title)}</h2>\n<img alt='{html.escape(title)}' "
+        f"src='data:image/png;base64,{image}'>"
+        for title, image in sections
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>llamix report</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>"
+        f"<h1>llamix run</h1><p>manifest hash <code>{stats['manifest_hash'][:16]}</code>, "
+        f"output <code>{html.escape(stats['output'])}</code></p>"
+        f"{_table(stats)}{body}</body></html>"
+    )
+
+
+def _table(stats: dict[str, Any]) -> str:
+    rows = ["<tr><th>step</th><th>docs in</th><th>docs out</th><th>MB out</th><th>s</th></tr>"]
+    for source, entry in stats["sources"].items():
+        for step in entry["steps"]:
+            s = step["stats"]
+            rows.append(
+                f"<tr><td>{html.escape(source)}/{html.escape(step['step'])}</td>"
+                f"<td>{s['docs_in']}</td><td>{s['docs_out']}</td>"
+                f"<td>{s['bytes_out'] / 1e6:.2f}</td><td>{s['seconds']:.1f}</td></tr>"
+            )
+    return f"<table>{''.join(rows)}</table>"
+
+
+def funnel_figure(stats: dict[str, Any]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for source, entry in stats["sources"].items():
+        labels = [step["step"] for step in entry["steps"]]
+        counts = [step["stats"]["docs_out"] for step in entry["steps"]]
+        ax.plot(range(len(counts)), counts, marker="o", label=source)
+        for x, label in enumerate(labels):
+            ax.annotate(
+                label,
+                (x, counts[x]),
+                fontsize=7,
+                rotation=20,
+                xytext=(3, 4),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("step")
+    ax.set_ylabel("documents out")
+    ax.set_title("Funnel: documents after each step, per source")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def drops_figure(stats: dict[str, Any]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    totals: dict[str, int] = {}
+    for source, entry in stats["sources"].items():
+        for step in entry["steps"]:
+            for reason, count in step["stats"]["drops"].items():
+                totals[f"{source}: {reason}"] = totals.get(f"{source}: {reason}", 0) + count
+    ordered = sorted(totals.items(), key=lambda item: item[1])
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.35 * len(ordered) + 1)))
+    if ordered:
+        ax.barh([name for name, _ in ordered], [count for _, count in ordered], color="#c44")
+    else:
+        ax.text(0.5, 0.5, "nothing was dropped", ha="center", va="center")
+    ax.set_xlabel("documents dropped")
+    ax.set_title("Drop reasons")
+    fig.tight_layout()
+    return fig
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()

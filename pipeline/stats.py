@@ -1,0 +1,85 @@
+"""Counters every task fills in and the run merges: documents, bytes, drop reasons, time."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Stats:
+    """What one task (or, merged, one step) did.
+
+    For every step `docs_in == docs_out + sum(drops.values())`. Stages call `drop()` with
+    a `stage:reason` name; readers also count unreadable files and records there, so
+    nothing disappears without a named reason.
+    """
+
+    docs_in: int = 0
+    docs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    drops: Counter[str] = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.drops[reason] += count
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Free-form counters a stage wants in the report (e.g. `ccnet:lines_removed`)."""
+        self.counters[name] += amount
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    def merge(self, other: Stats) -> Stats:
+        self.docs_in += other.docs_in
+        self.docs_out += other.docs_out
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.seconds += other.seconds
+        self.drops.update(other.drops)
+        self.counters.update(other.counters)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "seconds": round(self.seconds, 6),
+            "drops": dict(sorted(self.drops.items())),
+            "counters": dict(sorted(self.counters.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stats:
+        return cls(
+            docs_in=data["docs_in"],
+            docs_out=data["docs_out"],
+            bytes_in=data["bytes_in"],
+            bytes_out=data["bytes_out"],
+            seconds=data["seconds"],
+            drops=Counter(data["drops"]),
+            counters=Counter(data.get("counters", {})),
+        )
+
+
+class Stopwatch:
+    """Adds the wall time of a `with` block to `stats.seconds`."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+        self._start = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stats.seconds += time.perf_counter() - self._start
