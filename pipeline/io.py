@@ -8,12 +8,10 @@ so a reader never sees half a file.
 
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from typing import IO, Any
 
 import fsspec
@@ -68,36 +66,75 @@ def compression_of(path: str) -> str | None:
     return None
 
 
-@contextmanager
-def open_binary(path: str) -> Iterator[IO[bytes]]:
-    """Opens `path` for reading, decompressing `.gz` and `.zst` as a stream."""
+# zstd has no output cap per call, so its input is fed in small pieces: one piece can
+# expand to at most ~170 MB (all run-length blocks), which bounds a hostile archive.
+ZSTD_FEED_BYTES = 4 << 10
+
+
+def decompressed_chunks(path: str) -> Iterator[bytes]:
+    """Streams the decompressed bytes of `path` (`.gz`, `.zst`, or plain).
+
+    Multi-member gzip and multi-frame zstd are read through. Every byte decoded before a
+    defect is yielded first; then `CorruptInput` names the defect: `read:truncated_*` for
+    a stream that stops mid-member, `read:corrupt_*` for bytes that are not the codec.
+    """
     fs, inner = filesystem(path)
+    codec = compression_of(path)
     with fs.open(inner, "rb") as raw:
-        codec = compression_of(path)
-        if codec == "gzip":
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                yield stream
-        elif codec == "zstd":
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-            with reader as stream:
-                yield stream
+        if codec is None:
+            while chunk := raw.read(CHUNK_BYTES):
+                yield chunk
+        elif codec == "gzip":
+            yield from _inflate(raw)
         else:
-            yield raw
+            yield from _unzstd(raw)
 
 
-def read_chunks(stream: IO[bytes], codec: str | None) -> Iterator[bytes]:
-    """Yields decompressed chunks, turning every codec failure into `CorruptInput`."""
-    name = codec or "file"
+def _inflate(raw: IO[bytes]) -> Iterator[bytes]:
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = b""
     while True:
+        if not pending:
+            pending = raw.read(CHUNK_BYTES)
+            if not pending:
+                if not decoder.eof:
+                    raise CorruptInput("read:truncated_gzip", "gzip stream ends mid-member")
+                return
+        if decoder.eof:
+            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            chunk = stream.read(CHUNK_BYTES)
-        except EOFError as err:
-            raise CorruptInput(f"read:truncated_{name}", str(err)) from err
-        except (OSError, zlib.error, zstandard.ZstdError) as err:
-            raise CorruptInput(f"read:corrupt_{name}", str(err)) from err
-        if not chunk:
-            return
-        yield chunk
+            out = decoder.decompress(pending, CHUNK_BYTES)
+        except zlib.error as err:
+            raise CorruptInput("read:corrupt_gzip", str(err)) from err
+        pending = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+        if out:
+            yield out
+
+
+def _unzstd(raw: IO[bytes]) -> Iterator[bytes]:
+    dctx = zstandard.ZstdDecompressor()
+    decoder = dctx.decompressobj()
+    in_frame = False
+    pending = b""
+    while True:
+        if not pending:
+            pending = raw.read(CHUNK_BYTES)
+            if not pending:
+                if in_frame and not decoder.eof:
+                    raise CorruptInput("read:truncated_zstd", "zstd stream ends mid-frame")
+                return
+        if decoder.eof:
+            decoder = dctx.decompressobj()
+        piece, pending = pending[:ZSTD_FEED_BYTES], pending[ZSTD_FEED_BYTES:]
+        try:
+            out = decoder.decompress(piece)
+        except zstandard.ZstdError as err:
+            raise CorruptInput("read:corrupt_zstd", str(err)) from err
+        in_frame = True
+        if decoder.eof:
+            pending = decoder.unused_data + pending
+        if out:
+            yield out
 
 
 def iter_lines(path: str, max_line_bytes: int) -> Iterator[bytes | OversizeLine]:
@@ -107,46 +144,38 @@ def iter_lines(path: str, max_line_bytes: int) -> Iterator[bytes | OversizeLine]
     If the stream breaks, the unterminated line before the break is dropped with it and
     `CorruptInput` is raised after every complete line.
     """
-    with open_binary(path) as stream:
-        pending = bytearray()
-        oversize = False
-        for chunk in read_chunks(stream, compression_of(path)):
-            start = 0
-            while True:
-                newline = chunk.find(b"\n", start)
-                if newline < 0:
-                    if not oversize:
-                        pending += chunk[start:]
-                        if len(pending) > max_line_bytes:
-                            pending.clear()
-                            oversize = True
-                    break
-                if oversize:
-                    yield OVERSIZE
-                    oversize = False
-                else:
-                    pending += chunk[start:newline]
-                    if len(pending) > max_line_bytes:
-                        yield OVERSIZE
-                    else:
-                        yield bytes(pending)
-                    pending.clear()
-                start = newline + 1
-        if oversize:
-            yield OVERSIZE
-        elif pending:
-            yield bytes(pending)
+    pending = bytearray()
+    oversize = False
+    for chunk in decompressed_chunks(path):
+        pieces = chunk.split(b"\n")
+        for piece in pieces[:-1]:
+            if oversize:
+                oversize = False
+                yield OVERSIZE
+                continue
+            if pending:
+                piece = bytes(pending + piece)
+                pending.clear()
+            yield OVERSIZE if len(piece) > max_line_bytes else piece
+        if not oversize:
+            pending += pieces[-1]
+            if len(pending) > max_line_bytes:
+                pending.clear()
+                oversize = True
+    if oversize:
+        yield OVERSIZE
+    elif pending:
+        yield bytes(pending)
 
 
 def read_bounded(path: str, max_bytes: int) -> bytes | None:
     """The whole (decompressed) content of `path`, or None when it exceeds `max_bytes`."""
-    with open_binary(path) as stream:
-        data = bytearray()
-        for chunk in read_chunks(stream, compression_of(path)):
-            data += chunk
-            if len(data) > max_bytes:
-                return None
-        return bytes(data)
+    data = bytearray()
+    for chunk in decompressed_chunks(path):
+        data += chunk
+        if len(data) > max_bytes:
+            return None
+    return bytes(data)
 
 
 def decode_utf8(data: bytes, stats: Stats) -> str | None:
@@ -169,8 +198,10 @@ def read_jsonl(
 ) -> Iterator[Document]:
     """One document per JSON line; every other field of the record goes to `meta`."""
     index = -1
+    blank = True
     for line in iter_lines(path, max_document_bytes):
         index += 1
+        blank = False
         if line is OVERSIZE:
             stats.drop("read:document_too_large")
             continue
@@ -195,6 +226,8 @@ def read_jsonl(
         own_id = record.pop(id_field, None) if id_field else None
         doc_id = str(own_id) if own_id is not None else f"{doc_id_prefix}:{index}"
         yield Document(doc_id, body, source, record)
+    if blank:
+        stats.drop("read:empty_file")
 
 
 def read_text_file(

@@ -239,7 +239,7 @@ def _check_component(
 
 def format_error(error: Any, model: type[BaseModel], prefix: str = "") -> str:
     """`sources.web.stages[2].max_chars: Input should be greater than 0` from a pydantic error."""
-    loc = [part for part in error["loc"] if not _is_union_tag(part)]
+    loc = list(error["loc"])
     field_path = prefix
     for part in loc:
         field_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if field_path else part)
@@ -250,10 +250,6 @@ def format_error(error: Any, model: type[BaseModel], prefix: str = "") -> str:
     elif error["type"] == "missing":
         message = "required field is missing"
     return f"{field_path or '<manifest>'}: {message}"
-
-
-def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in {"function-before[_from_name(), ReaderSpec]"}
 
 
 def _fields_at(model: Any, loc: list[Any]) -> list[str]:
