@@ -146,15 +146,16 @@ def connect(address: str | None, workers: int) -> None:
     The embedded Ray listens on loopback only and starts no dashboard: on Linux Ray
     otherwise advertises, and listens on, the machine's network address.
     """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        _keep_on_loopback()
     import ray
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         return
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(
         num_cpus=max(workers, 1),
         include_dashboard=False,
@@ -162,6 +163,20 @@ def connect(address: str | None, workers: int) -> None:
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
+
+
+def _keep_on_loopback() -> None:
+    """Stops Ray from replacing 127.0.0.1 by the machine's address.
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported; the processes
+    it spawns inherit the variable, but a Ray imported before this call has read it
+    already, so its constant is set as well.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def run_tasks(
