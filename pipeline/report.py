@@ -56,29 +56,26 @@ def _table(stats: dict[str, Any]) -> str:
 
 
 def funnel_figure(stats: dict[str, Any]) -> Any:
+    """One panel per source: documents in, then documents out of each step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for source, entry in stats["sources"].items():
-        labels = [step["step"] for step in entry["steps"]]
-        counts = [step["stats"]["docs_out"] for step in entry["steps"]]
-        ax.plot(range(len(counts)), counts, marker="o", label=source)
-        for x, label in enumerate(labels):
-            ax.annotate(
-                label,
-                (x, counts[x]),
-                fontsize=7,
-                rotation=20,
-                xytext=(3, 4),
-                textcoords="offset points",
-            )
-    ax.set_xlabel("step")
-    ax.set_ylabel("documents out")
-    ax.set_title("Funnel: documents after each step, per source")
-    ax.legend()
+    sources = list(stats["sources"].items())
+    fig, axes = plt.subplots(len(sources), 1, figsize=(9, 2.6 * len(sources) + 0.6), squeeze=False)
+    for ax, (source, entry) in zip(axes[:, 0], sources, strict=True):
+        steps = entry["steps"]
+        labels = ["input", *(step["step"] for step in steps)]
+        first_in = steps[0]["stats"]["docs_in"] if steps else 0
+        counts = [first_in, *(step["stats"]["docs_out"] for step in steps)]
+        bars = ax.bar(range(len(counts)), counts, color="#4a7ab5")
+        ax.bar_label(bars, fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylim(0, max(*counts, 1) * 1.18)
+        ax.set_ylabel("documents")
+        ax.set_title(source, fontsize=10, loc="left")
+    fig.suptitle("Funnel: documents after each step")
     fig.tight_layout()
     return fig
 
