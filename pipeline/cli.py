@@ -34,7 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a manifest (resumes what is already done)")
     run.add_argument("manifest", help="the manifest YAML")
     run.add_argument("--out", help="output directory (default: the manifest's `output`)")
-    run.add_argument("--workers", type=_positive, help="tasks in flight at once (default: CPUs)")
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        help="tasks in flight at once (default: every CPU of the Ray cluster)",
+    )
     run.add_argument(
         "--address",
         help="join this Ray cluster (default: $RAY_ADDRESS, else an embedded loopback Ray)",

@@ -27,7 +27,6 @@ from pipeline.tasks import (
     execute,
     input_fingerprint,
     load_record,
-    output_fingerprint,
     record_matches,
 )
 
@@ -140,29 +139,31 @@ class Outcome:
     reused: set[str] = field(default_factory=set)
 
 
-def connect(address: str | None, workers: int) -> None:
+def connect(address: str | None, workers: int | None) -> int:
     """Joins the cluster at `address` (or RAY_ADDRESS), else starts an embedded Ray.
 
-    The embedded Ray listens on loopback only and starts no dashboard: on Linux Ray
-    otherwise advertises, and listens on, the machine's network address.
+    Returns how many tasks to keep in flight: `workers`, or by default every CPU of the
+    cluster (of this machine, for the embedded Ray). The embedded Ray listens on loopback
+    only and starts no dashboard: on Linux Ray otherwise advertises, and listens on, the
+    machine's network address.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         _keep_on_loopback()
     import ray
 
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-        return
-    ray.init(
-        num_cpus=max(workers, 1),
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-    )
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        else:
+            ray.init(
+                num_cpus=workers or os.cpu_count() or 1,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+    return workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
 
 
 def _keep_on_loopback() -> None:
@@ -181,7 +182,7 @@ def _keep_on_loopback() -> None:
 
 def run_tasks(
     tasks: list[Task],
-    workers: int,
+    workers: int | None,
     address: str | None = None,
     progress: Callable[[Task, dict[str, Any], bool], None] | None = None,
 ) -> Outcome:
@@ -207,6 +208,8 @@ def run_tasks(
     outcome = Outcome()
     in_flight: dict[Any, Task] = {}
     run_id = uuid.uuid4().hex[:12]
+    cap = workers or 1  # until Ray is connected and can tell how many CPUs there are
+    connected = False
 
     def finish(task: Task, record: dict[str, Any], reused: bool) -> None:
         outcome.records[task.id] = record
@@ -219,17 +222,16 @@ def run_tasks(
                 heapq.heappush(ready, (order[child], child))
 
     while ready or in_flight:
-        while ready and len(in_flight) < workers:
+        while ready and len(in_flight) < cap:
             _, task_id = heapq.heappop(ready)
             task = by_id[task_id]
             input_fp = input_fingerprint(task, [outcome.records[d]["output"] for d in task.deps])
             record = load_record(task)
-            if record_matches(record, task, input_fp):
-                assert record is not None
-                record["output"] = output_fingerprint(task, input_fp)
+            if record is not None and record_matches(record, task, input_fp):
                 finish(task, record, reused=True)
                 continue
-            connect(address, workers)
+            if not connected:
+                cap, connected = connect(address, workers), True
             in_flight[remote.remote(task, input_fp, run_id)] = task
         if not in_flight:
             continue
@@ -238,7 +240,7 @@ def run_tasks(
             task = in_flight.pop(ref)
             try:
                 record = ray.get(ref)
-            except ray.exceptions.RayTaskError as err:
+            except ray.exceptions.RayError as err:
                 for other in in_flight:
                     ray.cancel(other)
                 raise TaskFailed(f"task {task.id} failed:\n{err}") from None

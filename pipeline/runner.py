@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +42,6 @@ def run_pipeline(
         _remove_outputs(plan.output)
     _record_run(plan)
     tasks = build_tasks(plan)
-    workers = workers or os.cpu_count() or 1
     outcome = run_tasks(
         tasks, workers, address, progress_printer(plan, tasks) if progress else None
     )
