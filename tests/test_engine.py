@@ -207,3 +207,16 @@ def test_plan_lists_every_step_with_its_state(corpus: Path, tmp_path: Path) -> N
     for label in ("00-read", "01-length_filter", "02-lines_normalize", "03-exact_dedup"):
         assert label in table
     assert "0/160 tasks done" in table
+
+
+def test_fsspec_urls_give_the_same_output_as_local_paths(
+    corpus: Path, reference: Path, tmp_path: Path
+) -> None:
+    spec = manifest(corpus)
+    for source in spec["sources"].values():
+        source["inputs"] = [f"file://{p}" for p in source["inputs"]]
+    run_pipeline(parse_manifest(spec), output=f"file://{tmp_path}", workers=2, progress=False)
+    for step in ("web/03-exact_dedup", "books/02-exact_dedup"):
+        assert output_digest(tmp_path / "sources" / step) == output_digest(
+            reference / "sources" / step
+        )
