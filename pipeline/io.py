@@ -219,12 +219,10 @@ def read_jsonl(
         if not isinstance(record, dict):
             stats.drop("read:not_an_object")
             continue
-        body = record.pop(text_field, None)
+        body, doc_id = _take_text_and_id(record, text_field, id_field, f"{doc_id_prefix}:{index}")
         if not isinstance(body, str):
             stats.drop("read:missing_text")
             continue
-        own_id = record.pop(id_field, None) if id_field else None
-        doc_id = str(own_id) if own_id is not None else f"{doc_id_prefix}:{index}"
         yield Document(doc_id, body, source, record)
     if blank:
         stats.drop("read:empty_file")
@@ -273,14 +271,23 @@ def read_parquet_records(
         index = 0
         for batch in parquet.iter_batches(batch_size=batch_rows):
             for row in batch.to_pylist():
-                body = row.pop(text_field)
-                own_id = row.pop(id_field, None) if id_field else None
-                doc_id = str(own_id) if own_id is not None else f"{doc_id_prefix}:{index}"
+                body, doc_id = _take_text_and_id(
+                    row, text_field, id_field, f"{doc_id_prefix}:{index}"
+                )
                 index += 1
                 if not isinstance(body, str):
                     stats.drop("read:missing_text")
                     continue
                 yield Document(doc_id, body, source, _json_safe(row))
+
+
+def _take_text_and_id(
+    record: dict[str, Any], text_field: str, id_field: str | None, default_id: str
+) -> tuple[Any, str]:
+    """Pops the text and the record's own id out of `record`; what is left becomes meta."""
+    body = record.pop(text_field, None)
+    own_id = record.pop(id_field, None) if id_field else None
+    return body, str(own_id) if own_id is not None else default_id
 
 
 def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
