@@ -148,7 +148,7 @@ def connect(address: str | None, workers: int | None) -> int:
     machine's network address.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
+    if not address or _is_loopback(address):
         _keep_on_loopback()
     import ray
 
@@ -166,12 +166,19 @@ def connect(address: str | None, workers: int | None) -> int:
     return workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
 
 
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _keep_on_loopback() -> None:
     """Stops Ray from replacing 127.0.0.1 by the machine's address.
 
-    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported; the processes
-    it spawns inherit the variable, but a Ray imported before this call has read it
-    already, so its constant is set as well.
+    Without it, an embedded Ray listens on every interface, and a driver given
+    `--address 127.0.0.1:PORT` connects to the machine's address instead. Ray reads
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported; the processes it spawns
+    inherit the variable, but a Ray imported before this call has read it already, so
+    its constant is set as well.
     """
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     if "ray" in sys.modules:
