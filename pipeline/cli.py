@@ -65,7 +65,27 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write OUT/report/index.html from OUT/stats.json")
     report.add_argument("out", help="a run's output directory")
     report.set_defaults(command=_report)
+    _add_stage_commands(commands)
     return parser
+
+
+def _add_stage_commands(commands: Any) -> None:
+    """Subcommands that stage families register (`llamix lm train`, ...)."""
+    import stages  # noqa: F401  (importing it registers every stage family's commands)
+    from stages.base import COMMANDS
+
+    groups: dict[str, Any] = {}
+    for name, command in sorted(COMMANDS.items()):
+        group, _, verb = name.partition(" ")
+        if verb:
+            if group not in groups:
+                holder = commands.add_parser(group, help=f"{group} tools")
+                groups[group] = holder.add_subparsers(required=True, metavar="ACTION")
+            parser = groups[group].add_parser(verb, help=command.help)
+        else:
+            parser = commands.add_parser(name, help=command.help)
+        command.configure(parser)
+        parser.set_defaults(command=command.run)
 
 
 def _positive(value: str) -> int:

@@ -8,6 +8,7 @@ so a reader never sees half a file.
 
 from __future__ import annotations
 
+import bz2
 import json
 import uuid
 import zlib
@@ -61,6 +62,8 @@ def exists(path: str) -> bool:
 def compression_of(path: str) -> str | None:
     if path.endswith(".gz"):
         return "gzip"
+    if path.endswith(".bz2"):
+        return "bz2"
     if path.endswith(".zst") or path.endswith(".zstd"):
         return "zstd"
     return None
@@ -72,9 +75,9 @@ ZSTD_FEED_BYTES = 4 << 10
 
 
 def decompressed_chunks(path: str) -> Iterator[bytes]:
-    """Streams the decompressed bytes of `path` (`.gz`, `.zst`, or plain).
+    """Streams the decompressed bytes of `path` (`.gz`, `.bz2`, `.zst`, or plain).
 
-    Multi-member gzip and multi-frame zstd are read through. Every byte decoded before a
+    Multi-member gzip and bz2 and multi-frame zstd are read through. Every byte decoded before a
     defect is yielded first; then `CorruptInput` names the defect: `read:truncated_*` for
     a stream that stops mid-member, `read:corrupt_*` for bytes that are not the codec.
     """
@@ -86,6 +89,8 @@ def decompressed_chunks(path: str) -> Iterator[bytes]:
                 yield chunk
         elif codec == "gzip":
             yield from _inflate(raw)
+        elif codec == "bz2":
+            yield from _bunzip(raw)
         else:
             yield from _unzstd(raw)
 
@@ -107,6 +112,38 @@ def _inflate(raw: IO[bytes]) -> Iterator[bytes]:
         except zlib.error as err:
             raise CorruptInput("read:corrupt_gzip", str(err)) from err
         pending = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+        if out:
+            yield out
+
+
+def _bunzip(raw: IO[bytes]) -> Iterator[bytes]:
+    decoder = bz2.BZ2Decompressor()
+    pending = b""
+    while True:
+        if not pending:
+            pending = raw.read(CHUNK_BYTES)
+            if not pending:
+                if not decoder.eof:
+                    raise CorruptInput("read:truncated_bz2", "bz2 stream ends mid-stream")
+                return
+        if decoder.eof:
+            decoder = bz2.BZ2Decompressor()
+        try:
+            out = decoder.decompress(pending, CHUNK_BYTES)
+        except OSError as err:
+            raise CorruptInput("read:corrupt_bz2", str(err)) from err
+        # Input the decoder keeps for later is not handed back, so feed nothing new
+        # until it asks for more; what lies past the end of a stream comes back.
+        pending = decoder.unused_data if decoder.eof else b""
+        while not decoder.eof and not decoder.needs_input:
+            if out:
+                yield out
+            try:
+                out = decoder.decompress(b"", CHUNK_BYTES)
+            except OSError as err:
+                raise CorruptInput("read:corrupt_bz2", str(err)) from err
+            if decoder.eof:
+                pending = decoder.unused_data
         if out:
             yield out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 from typing import Any
 
 from pipeline.io import atomic_write_bytes, exists, join, read_json
@@ -26,6 +27,12 @@ def render(stats: dict[str, Any]) -> str:
         ("Documents per step", _png(funnel_figure(stats))),
         ("Drop reasons", _png(drops_figure(stats))),
     ]
+    for source, entry in stats["sources"].items():
+        for step in entry["steps"]:
+            marks = step["stats"].get("marks", {})
+            for name, buckets in step["stats"].get("histograms", {}).items():
+                title = f"{source}/{step['step']}: {name}"
+                sections.append((title, _png(histogram_figure(title, buckets, marks.get(name)))))
     body = "\n".join(
         f"<h2>{html.escape(title)}</h2>\n<img alt='{html.escape(title)}' "
         f"src='data:image/png;base64,{image}'>"
@@ -99,6 +106,45 @@ def drops_figure(stats: dict[str, Any]) -> Any:
         ax.text(0.5, 0.5, "nothing was dropped", ha="center", va="center")
     ax.set_xlabel("documents dropped")
     ax.set_title("Drop reasons")
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(
+    title: str, buckets: dict[str, int], marks: dict[str, float] | None = None
+) -> Any:
+    """Numeric buckets on a value axis (with marks as lines); named ones as sorted bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    try:
+        values = {float(k): v for k, v in buckets.items()}
+    except ValueError:
+        values = None
+    if values is not None:
+        xs = sorted(values)
+        width = min((b - a for a, b in itertools.pairwise(xs)), default=1.0)
+        ax.bar(xs, [values[x] for x in xs], width=width * 0.9, color="#4a7ab5")
+        for n, (label, value) in enumerate(sorted((marks or {}).items(), key=lambda m: m[1])):
+            ax.axvline(value, color="#c44", linestyle="--")
+            ax.annotate(
+                f"{label} {value:g}",
+                (value, 0.92 - 0.1 * n),
+                xycoords=("data", "axes fraction"),
+                fontsize=8,
+                color="#c44",
+                xytext=(3, 0),
+                textcoords="offset points",
+            )
+    else:
+        top = sorted(buckets.items(), key=lambda kv: (-kv[1], kv[0]))[:40]
+        ax.bar([k for k, _ in top], [v for _, v in top], color="#4a7ab5")
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    ax.set_ylabel("documents")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

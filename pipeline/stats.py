@@ -24,6 +24,8 @@ class Stats:
     seconds: float = 0.0
     drops: Counter[str] = field(default_factory=Counter)
     counters: Counter[str] = field(default_factory=Counter)
+    histograms: dict[str, Counter[str]] = field(default_factory=dict)
+    marks: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.drops[reason] += count
@@ -31,6 +33,18 @@ class Stats:
     def count(self, name: str, amount: int = 1) -> None:
         """Free-form counters a stage wants in the report (e.g. `ccnet:lines_removed`)."""
         self.counters[name] += amount
+
+    def histogram(self, name: str, bucket: str | float, amount: int = 1) -> None:
+        """Counts one observation in a named histogram, which the report plots.
+
+        Buckets are the caller's choice (a language code, a rounded log-perplexity), so
+        histograms merge across tasks by plain addition.
+        """
+        self.histograms.setdefault(name, Counter())[str(bucket)] += amount
+
+    def mark(self, histogram: str, label: str, value: float) -> None:
+        """A labelled value the report draws on a histogram (e.g. a perplexity cutoff)."""
+        self.marks.setdefault(histogram, {})[label] = value
 
     @property
     def dropped(self) -> int:
@@ -44,6 +58,10 @@ class Stats:
         self.seconds += other.seconds
         self.drops.update(other.drops)
         self.counters.update(other.counters)
+        for name, buckets in other.histograms.items():
+            self.histograms.setdefault(name, Counter()).update(buckets)
+        for name, labels in other.marks.items():
+            self.marks.setdefault(name, {}).update(labels)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +73,11 @@ class Stats:
             "seconds": round(self.seconds, 6),
             "drops": dict(sorted(self.drops.items())),
             "counters": dict(sorted(self.counters.items())),
+            "histograms": {
+                name: dict(sorted(buckets.items()))
+                for name, buckets in sorted(self.histograms.items())
+            },
+            "marks": {name: dict(sorted(m.items())) for name, m in sorted(self.marks.items())},
         }
 
     @classmethod
@@ -67,6 +90,8 @@ class Stats:
             seconds=data["seconds"],
             drops=Counter(data["drops"]),
             counters=Counter(data.get("counters", {})),
+            histograms={k: Counter(v) for k, v in data.get("histograms", {}).items()},
+            marks={k: dict(v) for k, v in data.get("marks", {}).items()},
         )
 
 

@@ -185,7 +185,7 @@ def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
 
 def _run_map(task: Task, stage: GlobalStage, stats: Stats) -> None:
     keys = stage.keys(_counted(_upstream(task), stats), stats)
-    keys = keys.append_column("shard", pa.array(np.full(keys.num_rows, task.index, np.int64)))
+    keys = keys.append_column("shard", pa.array(np.full(keys.num_rows, task.index, np.int32)))
     parts = partition_of(keys.column("key").to_numpy(), stage.partitions)
     for partition in range(stage.partitions):
         chunk = keys.filter(pa.array(parts == partition))
@@ -195,24 +195,27 @@ def _run_map(task: Task, stage: GlobalStage, stats: Stats) -> None:
 
 def _run_reduce(task: Task, stage: GlobalStage, stats: Stats) -> None:
     tables = [_read_table(path) for path in task.extra["map_parts"]]
-    keys = pa.concat_tables(tables) if tables else pa.table({})
+    if not tables:  # a source without input files
+        _write_table(task.extra["decisions"], pa.table({"shard": pa.array([], pa.int32())}))
+        return
+    keys = pa.concat_tables(tables)
     stats.count(f"{stage.name}:keys", keys.num_rows)
-    decisions = stage.decide(keys, stats) if keys.num_rows else _no_decisions()
-    decisions = decisions.sort_by([("shard", "ascending"), ("row", "ascending")])
+    decisions = stage.decide(keys, stats)
+    if "shard" in decisions.column_names:
+        order = [c for c in ("shard", "row") if c in decisions.column_names]
+        decisions = decisions.sort_by([(column, "ascending") for column in order])
     stats.count(f"{stage.name}:decisions", decisions.num_rows)
     _write_table(task.extra["decisions"], decisions)
 
 
-def _no_decisions() -> pa.Table:
-    return pa.table({"shard": pa.array([], pa.int64()), "row": pa.array([], pa.int64())})
-
-
 def _run_apply(task: Task, stage: GlobalStage, stats: Stats) -> None:
-    mine = [
-        _read_table(path, filters=[("shard", "=", task.index)])
-        for path in task.extra["decision_parts"]
-    ]
-    decisions = pa.concat_tables(mine).sort_by("row") if mine else _no_decisions()
+    """Reads this shard's decisions, or every decision when they are not per shard."""
+    parts = []
+    for path in task.extra["decision_parts"]:
+        fs, inner = filesystem(path)
+        per_shard = "shard" in pq.read_schema(inner, filesystem=fs).names
+        parts.append(_read_table(path, [("shard", "=", task.index)] if per_shard else None))
+    decisions = pa.concat_tables(parts)
     _write_shard(task, stage.apply(_counted(_upstream(task), stats), decisions, stats), stats)
 
 

@@ -1,5 +1,11 @@
-"""Every stage family registers itself on import; the engine imports this package only."""
+"""Every stage family registers its stages, readers and commands on import.
 
-from stages import exact, readers, text
+Importing this package imports every module in it, so a new stage family is one new
+file: the engine finds it through the registries in `stages.base`, never by name.
+"""
 
-__all__ = ["exact", "readers", "text"]
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")

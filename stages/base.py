@@ -8,7 +8,9 @@ only through this registry, never by importing one by name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import argparse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
@@ -82,13 +84,15 @@ class Mapper(Stage):
 class GlobalStage(Stage):
     """A decision that needs the whole corpus (dedup), run as map -> reduce -> apply.
 
-    - `keys(docs)` runs per shard and returns a table with at least a `key` (uint64)
-      column and a `row` (int64, the document's position in the shard) column. The
-      executor adds `shard` and splits rows into partitions by `key` range.
-    - `decide(keys)` runs once per partition, on all keys of that partition from every
-      shard, and returns the decisions: a table with `shard` and `row` columns plus
-      whatever `apply` needs. Memory is bounded by the partition, not the corpus.
-    - `apply(docs, decisions, stats)` runs per shard with the decisions for that shard.
+    - `keys(docs)` runs per shard and returns a table with a `key` (uint64) column plus
+      whatever the decision needs (e.g. `row`, the document's position in the shard).
+      The executor adds `shard` (int32) and splits rows into partitions by `key` range.
+    - `decide(keys)` runs once per partition, on the keys of that partition from every
+      shard. Memory is bounded by the partition, not the corpus. It returns either
+      per-shard decisions (a table with a `shard` column: each shard's `apply` gets its
+      own rows) or global ones (no `shard` column, e.g. a set of duplicate hashes: every
+      `apply` gets the decisions of all partitions).
+    - `apply(docs, decisions, stats)` runs per shard.
 
     Decisions must depend only on the data (e.g. keep the smallest id), never on
     scheduling, so any number of workers gives the same bytes.
@@ -111,8 +115,13 @@ class GlobalStage(Stage):
         """In-process run over one stream, for tests and small corpora: same code path."""
         materialised = list(docs)
         keys = self.keys(iter(materialised), stats)
-        keys = keys.append_column("shard", pa.array([0] * keys.num_rows, pa.int64()))
-        return self.apply(iter(materialised), self.decide(keys, stats), stats)
+        keys = keys.append_column("shard", pa.array([0] * keys.num_rows, pa.int32()))
+        decisions = self.decide(keys, stats)
+        if "shard" in decisions.column_names:
+            decisions = decisions.sort_by(
+                [(c, "ascending") for c in ("shard", "row") if c in decisions.column_names]
+            )
+        return self.apply(iter(materialised), decisions, stats)
 
 
 class ReaderParams(Params):
@@ -137,8 +146,23 @@ class Reader(Component):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Command:
+    """A `llamix` subcommand that a stage family adds, e.g. `llamix lm train`.
+
+    The CLI builds its parser from this registry, so stage families bring their own
+    tools (model training, calibration) without the engine importing them by name.
+    """
+
+    name: str  # "lm train": a group and a verb, or a single word
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
 STAGES: dict[str, type[Stage]] = {}
 READERS: dict[str, type[Reader]] = {}
+COMMANDS: dict[str, Command] = {}
 
 C = TypeVar("C", bound=type[Component])
 
@@ -149,6 +173,20 @@ def register_stage(cls: C) -> C:
 
 def register_reader(cls: C) -> C:
     return _register(READERS, cls)
+
+
+def register_command(
+    name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Decorates the function that runs a subcommand; `configure` adds its arguments."""
+
+    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in COMMANDS:
+            raise ValueError(f"two commands are registered as {name!r}")
+        COMMANDS[name] = Command(name, help, configure, run)
+        return run
+
+    return decorate
 
 
 def _register(table: dict[str, Any], cls: C) -> C:

@@ -32,8 +32,6 @@ def duplicate_rows(keys: pa.Table) -> pa.Table:
 
     Keeping the smallest id makes the keeper a property of the data alone.
     """
-    if keys.num_rows == 0:
-        return pa.table({"shard": pa.array([], pa.int64()), "row": pa.array([], pa.int64())})
     ordered = keys.sort_by([("digest", "ascending"), ("doc_id", "ascending")])
     digests = ordered.column("digest").to_numpy(zero_copy_only=False)
     repeated = np.zeros(len(digests), dtype=bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
 from pathlib import Path
@@ -63,6 +64,19 @@ def test_multi_member_gzip_and_multi_frame_zstd_are_read_through(tmp_path: Path)
     )
     assert len(read_all(tmp_path / "m.jsonl.gz")[0]) == 12
     assert len(read_all(tmp_path / "m.jsonl.zst")[0]) == 12
+
+
+def test_bz2_streams_are_read_through_and_their_defects_named(tmp_path: Path) -> None:
+    data = jsonl(20000)  # several 900 kB bz2 blocks: a cut stream still yields whole ones
+    (tmp_path / "a.jsonl.bz2").write_bytes(bz2.compress(data) + bz2.compress(jsonl(2)))
+    assert len(read_all(tmp_path / "a.jsonl.bz2")[0]) == 20002
+    payload = bz2.compress(data)
+    (tmp_path / "t.jsonl.bz2").write_bytes(payload[: len(payload) // 2])
+    docs, stats = read_all(tmp_path / "t.jsonl.bz2")
+    assert stats.drops == {"read:truncated_bz2": 1} and 0 < len(docs) < 20000
+    (tmp_path / "g.jsonl.bz2").write_bytes(payload + b"not bz2 at all")
+    docs, stats = read_all(tmp_path / "g.jsonl.bz2")
+    assert stats.drops == {"read:corrupt_bz2": 1} and len(docs) == 20000
 
 
 def test_truncated_gzip_keeps_complete_lines_and_counts_the_break(tmp_path: Path) -> None:

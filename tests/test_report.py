@@ -43,6 +43,17 @@ def test_report_embeds_two_decodable_png_plots(tmp_path: Path) -> None:
     assert "web/01-exact_dedup" in html
 
 
+def test_stage_histograms_get_their_own_plots(tmp_path: Path) -> None:
+    data = stats()
+    step = data["sources"]["web"]["steps"][1]["stats"]
+    step["histograms"] = {"language": {"en": 5, "de": 2}, "log10_perplexity": {"2.1": 3, "2.4": 4}}
+    step["marks"] = {"log10_perplexity": {"head": 2.2, "tail": 2.35}}
+    atomic_write_json(str(tmp_path / "stats.json"), data)
+    html = Path(write_report(str(tmp_path))).read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert "web/01-exact_dedup: language" in html
+
+
 def test_report_without_a_run_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="llamix run"):
         write_report(str(tmp_path))
