@@ -91,7 +91,8 @@ class GlobalStage(Stage):
       shard. Memory is bounded by the partition, not the corpus. It returns either
       per-shard decisions (a table with a `shard` column: each shard's `apply` gets its
       own rows) or global ones (no `shard` column, e.g. a set of duplicate hashes: every
-      `apply` gets the decisions of all partitions).
+      `apply` gets the decisions of all partitions, concatenated in partition order,
+      which is ascending `key` range order).
     - `apply(docs, decisions, stats)` runs per shard.
 
     Decisions must depend only on the data (e.g. keep the smallest id), never on
