@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import stages  # noqa: F401  (importing it registers every stage and reader)
-from stages.base import READERS, STAGES, Reader, Stage
+from stages.base import READERS, STAGES, Reader, Stage, path_fields
 
 SOURCE_NAME = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -186,14 +186,23 @@ def parse_manifest(data: Any, *, path: str = "<manifest>", base_dir: str = ".") 
         name: Source(
             name=name,
             inputs=tuple(resolve_path(base_dir, p) for p in spec.inputs),
-            reader=READERS[spec.reader.type](
-                READERS[spec.reader.type].Params(**spec.reader.params)
-            ),
-            stages=tuple(STAGES[s.stage](STAGES[s.stage].Params(**s.params)) for s in spec.stages),
+            reader=_build(READERS[spec.reader.type], spec.reader.params, base_dir),
+            stages=tuple(_build(STAGES[s.stage], s.params, base_dir) for s in spec.stages),
         )
         for name, spec in manifest.sources.items()
     }
     return Run(manifest=manifest, path=path, base_dir=base_dir, sources=sources)
+
+
+def _build(component: type[Any], params: dict[str, Any], base_dir: str) -> Any:
+    """The component with its parameters; path parameters resolved like `inputs`."""
+    validated = component.Params(**params)
+    paths = {
+        name: resolve_path(base_dir, getattr(validated, name))
+        for name in path_fields(validated)
+        if getattr(validated, name) is not None
+    }
+    return component(validated.model_copy(update=paths))
 
 
 def _component_problems(data: dict[str, Any]) -> list[str]:

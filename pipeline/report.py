@@ -28,8 +28,12 @@ def render(stats: dict[str, Any]) -> str:
         ("Drop reasons", _png(drops_figure(stats))),
     ]
     for source, entry in stats["sources"].items():
+        # A later step may mark an earlier one's histogram (bucket cutoffs on perplexity).
+        marks: dict[str, dict[str, float]] = {}
         for step in entry["steps"]:
-            marks = step["stats"].get("marks", {})
+            for name, labels in step["stats"].get("marks", {}).items():
+                marks.setdefault(name, {}).update(labels)
+        for step in entry["steps"]:
             for name, buckets in step["stats"].get("histograms", {}).items():
                 title = f"{source}/{step['step']}: {name}"
                 sections.append((title, _png(histogram_figure(title, buckets, marks.get(name)))))

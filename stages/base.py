@@ -9,9 +9,10 @@ only through this registry, never by importing one by name.
 from __future__ import annotations
 
 import argparse
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.document import Document
 from pipeline.io import DEFAULT_MAX_DOCUMENT_BYTES
 from pipeline.stats import Stats
+
+
+class _RelativeToManifest:
+    """Marks a parameter that names a file or directory (a model, a cutoff table)."""
+
+
+# A path parameter: relative paths are resolved against the manifest's directory, like
+# `inputs`, so a manifest runs the same from any working directory.
+ManifestPath = Annotated[str, _RelativeToManifest()]
+
+
+def path_fields(params: BaseModel) -> list[str]:
+    """Names of the parameters declared as `ManifestPath` (or `ManifestPath | None`)."""
+    names = []
+    for name, field in type(params).model_fields.items():
+        annotations = [field.annotation, *typing.get_args(field.annotation)]
+        markers = list(field.metadata)
+        for annotation in annotations:
+            if typing.get_origin(annotation) is Annotated:
+                markers += list(annotation.__metadata__)
+        if any(isinstance(m, _RelativeToManifest) for m in markers):
+            names.append(name)
+    return names
 
 
 class Params(BaseModel):

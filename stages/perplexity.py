@@ -50,7 +50,7 @@ from pipeline.io import (
     read_text_file,
 )
 from pipeline.stats import Stats
-from stages.base import Params, Stage, register_command, register_stage
+from stages.base import ManifestPath, Params, Stage, register_command, register_stage
 from stages.ccnet import normalize
 from stages.wikipedia import read_wiki_dump
 
@@ -210,7 +210,7 @@ class LanguageChoice(Params):
 
 
 class PerplexityParams(LanguageChoice):
-    models: str = Field(
+    models: ManifestPath = Field(
         description="Directory of {lang}.sp.model + {lang}.arpa.bin pairs (CCNet's layout)."
     )
     field: str = Field("perplexity", description="Meta key the perplexity is written to.")
@@ -365,10 +365,10 @@ class BucketParams(LanguageChoice):
     cutoffs: dict[str, Cutoff] | None = Field(
         None, description="Explicit cutoffs per language: {en: {head_max, middle_max}}."
     )
-    cutoff_csv: str | None = Field(
+    cutoff_csv: ManifestPath | None = Field(
         None, description="A table in cc_net's data/cutoff.csv format (percentile x language)."
     )
-    models: str | None = Field(
+    models: ManifestPath | None = Field(
         None, description="A model directory whose {lang}.cutoffs.json (lm train) hold them."
     )
     head_percentile: int = Field(

@@ -142,3 +142,17 @@ def test_missing_and_malformed_files_are_reported(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("sources: [unclosed")
     with pytest.raises(ManifestError, match="not valid YAML"):
         load_manifest(tmp_path / "bad.yaml")
+
+
+def test_path_parameters_resolve_relative_to_the_manifest(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    data["sources"]["web"]["stages"].append(
+        {"stage": "perplexity_bucket", "models": "models/lm", "keep": ["head"]}
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    bucket = load_manifest(path).sources["web"].stages[-1]
+    assert bucket.params.models == str(tmp_path / "models" / "lm")
+    assert parse_manifest(data, base_dir="/elsewhere").sources["web"].stages[-1].params.models == (
+        "/elsewhere/models/lm"
+    )
