@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.io import filesystem, join
 from pipeline.manifest import Run, Source
-from stages.base import Component, GlobalStage, Reader
+from stages.base import Component, GlobalStage, Reader, path_fields
 
 
 def digest(*parts: Any) -> str:
@@ -160,7 +160,12 @@ def _source_steps(source: Source, output: str, shards: int) -> list[Step]:
     key = digest("source", source.name)
     for number, component in enumerate(components):
         name = "read" if number == 0 else component.name
-        key = digest(key, component.name, component.params.model_dump(mode="json"))
+        key = digest(
+            key,
+            component.name,
+            component.params.model_dump(mode="json"),
+            _model_stamps(component),
+        )
         steps.append(
             Step(
                 source=source.name,
@@ -173,6 +178,25 @@ def _source_steps(source: Source, output: str, shards: int) -> list[Step]:
             )
         )
     return steps
+
+
+def _model_stamps(component: Component) -> dict[str, Any]:
+    """Size and modification stamps of the files a component's path parameters name.
+
+    A retrained model at the same path changes the step's key, so the step reruns.
+    """
+    stamps: dict[str, Any] = {}
+    for name in path_fields(component.params):
+        path = getattr(component.params, name)
+        if path is None:
+            continue
+        fs, inner = filesystem(path)
+        if fs.isdir(inner):
+            files = sorted(p for p in fs.find(inner) if fs.isfile(p))
+            stamps[name] = [(os.path.relpath(p, inner), _file_stamp(fs.info(p))) for p in files]
+        elif fs.exists(inner):
+            stamps[name] = _file_stamp(fs.info(inner))
+    return stamps
 
 
 def select_until(plan: Plan, until: str) -> Plan:

@@ -21,6 +21,7 @@ from pipeline.io import write_parquet
 from pipeline.stats import Stats
 from stages.base import STAGES
 from stages.ccnet import normalize
+from stages.lm import kenlm_binary, read_corpus, train_language_model
 from stages.perplexity import (
     Cutoff,
     LanguageModel,
@@ -28,14 +29,11 @@ from stages.perplexity import (
     PerplexityBucket,
     bucket_of,
     document_perplexity,
-    kenlm_binary,
     log_bucket,
     perplexity,
-    read_corpus,
     read_cutoff_csv,
     score_lines,
     tokenized_lines,
-    train_language_model,
 )
 from stages.wikipedia import read_wiki_dump
 

@@ -87,3 +87,16 @@ def test_until_cuts_each_source_after_the_named_step(tmp_path: Path) -> None:
     assert len(select_until(plan, "s/01-length_filter").steps) == 2
     with pytest.raises(ValueError, match="names no step"):
         select_until(plan, "minhash")
+
+
+def test_a_retrained_model_changes_the_key_of_the_step_that_uses_it(tmp_path: Path) -> None:
+    tree(tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "en.cutoffs.json").write_text("{}")
+    spec = manifest(tmp_path)
+    spec["sources"]["s"]["stages"].append({"stage": "perplexity_bucket", "models": str(models)})
+    before = [s.key for s in build_plan(parse_manifest(spec)).steps]
+    (models / "en.cutoffs.json").write_text('{"retrained": true}')
+    after = [s.key for s in build_plan(parse_manifest(spec)).steps]
+    assert before[:4] == after[:4] and before[4] != after[4]
