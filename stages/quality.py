@@ -31,9 +31,9 @@ from typing import Any
 from pydantic import Field
 
 from pipeline.document import Document
-from pipeline.io import compression_of, read_jsonl, read_parquet_records, read_text_file
 from pipeline.stats import Stats
 from stages.base import ManifestPath, Params, Stage, register_command, register_stage
+from stages.corpus import read_corpus
 
 # ---------------------------------------------------------------------------------------
 # C4
@@ -441,45 +441,13 @@ def train_reference_classifier(
     return out
 
 
-def read_texts(patterns: Sequence[str], text_field: str, stats: Stats) -> Iterator[str]:
-    """Texts of JSONL (.gz/.zst), Parquet or plain files, directories or globs.
-
-    Files under a name starting with "_" or "." are skipped (a step's `_done` records).
-    """
-    # Imported here: pipeline.plan imports the manifest, which imports every stage module.
-    from pipeline.plan import expand_inputs
-
-    files = expand_inputs(patterns)
-    missing = [f.path for f in files if f.missing]
-    if missing:
-        raise FileNotFoundError(f"no such input: {', '.join(missing)}")
-    for file in files:
-        if any(part.startswith(("_", ".")) for part in Path(file.name).parts):
-            continue
-        kind = file.path.removesuffix(_compression_suffix(file.path))
-        if kind.endswith((".jsonl", ".json", ".ndjson")):
-            docs = read_jsonl(file.path, file.name, "", stats, text_field=text_field)
-        elif kind.endswith(".parquet"):
-            docs = read_parquet_records(file.path, file.name, "", stats, text_field=text_field)
-        else:
-            docs = read_text_file(file.path, file.name, "", stats)
-        for doc in docs:
-            yield doc.text
-
-
-def _compression_suffix(path: str) -> str:
-    if compression_of(path) is None:
-        return ""
-    return "." + path.rsplit(".", 1)[-1]
-
-
 def _configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--positives",
         nargs="+",
         required=True,
-        help="reference pages (pages cited by Wikipedia): JSONL, Parquet or text files, "
-        "directories or globs",
+        help="reference pages (pages cited by Wikipedia): Wikipedia dumps, JSONL, Parquet or "
+        "text files, directories or globs",
     )
     parser.add_argument(
         "--negatives",
@@ -510,8 +478,8 @@ def train_command(args: argparse.Namespace) -> int:
     stats = Stats()
     hyper = {name: getattr(args, name) for name in ClassifierTraining.model_fields}
     out = train_reference_classifier(
-        read_texts(args.positives, args.text_field, stats),
-        read_texts(args.negatives, args.text_field, stats),
+        read_corpus(args.positives, stats, args.text_field),
+        read_corpus(args.negatives, stats, args.text_field),
         args.out,
         **hyper,
     )

@@ -21,7 +21,8 @@ from pipeline.io import write_parquet
 from pipeline.stats import Stats
 from stages.base import STAGES
 from stages.ccnet import normalize
-from stages.lm import kenlm_binary, read_corpus, train_language_model
+from stages.corpus import read_corpus
+from stages.lm import kenlm_binary, train_language_model
 from stages.perplexity import (
     Cutoff,
     LanguageModel,
