@@ -11,7 +11,7 @@ KENLM_BINS := $(BIN)/lmplz $(BIN)/build_binary
 KENLM_APT := cmake libboost-program-options-dev libboost-system-dev libboost-thread-dev \
 	libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
 
-.PHONY: setup demo test bench lint format clean kenlm-system-deps
+.PHONY: setup demo test bench lint format clean kenlm-system-deps commoncrawl-sample
 
 setup: $(STAMP) $(KENLM_BINS)
 
@@ -70,8 +70,15 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest tests
 
+# The CCNet chain on a WET file of the sample pages (needs ../shared/data).
+commoncrawl-sample: setup
+	$(BIN)/python tests/commoncrawl_sample.py
+	$(BIN)/llamix run manifests/commoncrawl-sample.yaml
+	$(BIN)/llamix report out/commoncrawl-sample
+
 bench: setup
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/ccnet.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -454,7 +454,6 @@ class PerplexityBucket(Stage):
                     continue
             else:
                 assert value is not None and cutoff is not None and language is not None
-                stats.histogram("perplexity", log_bucket(value))
                 if language not in marked:
                     marked.add(language)
                     for label, cut in (("head", cutoff.head_max), ("middle", cutoff.middle_max)):
