@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.document import Document
+from pipeline.inputs import InputFile, digest
 from pipeline.io import (
     CorruptInput,
     ParquetShardWriter,
@@ -29,7 +30,7 @@ from pipeline.io import (
     join,
     read_json,
 )
-from pipeline.plan import InputFile, Step, digest
+from pipeline.plan import Step
 from pipeline.stats import Stats, Stopwatch
 from stages.base import Component, GlobalStage, Reader, Stage
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pipeline.inputs import expand_inputs
 from pipeline.io import (
     CorruptInput,
     compression_of,
@@ -27,8 +28,6 @@ def read_corpus(patterns: Sequence[str], stats: Stats, text_field: str = "text")
     anything else as one plain-text document per file. Names starting with "_" or "."
     (a step's `_done` records) are skipped; an unreadable file counts its reason in
     `stats` after the documents read before the break, as in a pipeline's read step."""
-    from pipeline.plan import expand_inputs  # the plan imports every stage module
-
     files = expand_inputs(patterns)
     missing = [f.path for f in files if f.missing]
     if missing:

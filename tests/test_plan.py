@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.inputs import expand_inputs
 from pipeline.manifest import parse_manifest
-from pipeline.plan import build_plan, expand_inputs, select_until
+from pipeline.plan import build_plan, select_until
 
 
 def tree(root: Path) -> None:
