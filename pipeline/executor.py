@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.inputs import InputFile
 from pipeline.io import join
 from pipeline.plan import Plan, Step
 from pipeline.tasks import (
@@ -34,7 +35,7 @@ TASK_RETRIES = 3
 
 
 class TaskFailed(RuntimeError):
-    """A task raised an error (not a lost worker, which Ray retries): a bug or bad model."""
+    """A task raised an error (a bug, a bad model), or its worker died on every retry."""
 
 
 def build_tasks(plan: Plan) -> list[Task]:
@@ -54,7 +55,7 @@ def build_tasks(plan: Plan) -> list[Task]:
     return tasks
 
 
-def _read_task(step: Step, shard: int, input_file: Any) -> Task:
+def _read_task(step: Step, shard: int, input_file: InputFile) -> Task:
     return Task(
         id=f"{step.label}/part-{shard:05d}",
         step=step,
