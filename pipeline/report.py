@@ -68,10 +68,7 @@ def _table(stats: dict[str, Any]) -> str:
 
 def funnel_figure(stats: dict[str, Any]) -> Any:
     """One panel per source: documents in, then documents out of each step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     sources = list(stats["sources"].items())
     fig, axes = plt.subplots(len(sources), 1, figsize=(9, 2.6 * len(sources) + 0.6), squeeze=False)
@@ -92,10 +89,7 @@ def funnel_figure(stats: dict[str, Any]) -> Any:
 
 
 def drops_figure(stats: dict[str, Any]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     totals: dict[str, int] = {}
     for source, entry in stats["sources"].items():
@@ -118,10 +112,7 @@ def histogram_figure(
     title: str, buckets: dict[str, int], marks: dict[str, float] | None = None
 ) -> Any:
     """Numeric buckets on a value axis (with marks as lines); named ones as sorted bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     try:
@@ -153,8 +144,19 @@ def histogram_figure(
     return fig
 
 
-def _png(fig: Any) -> str:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, imported on first use: the
+    report is the only part of llamix that draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> str:
+    plt = _pyplot()
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -32,7 +32,7 @@ from pipeline.io import (
 )
 from pipeline.plan import Step
 from pipeline.stats import Stats, Stopwatch
-from stages.base import Component, GlobalStage, Reader, Stage
+from stages.base import Component, GlobalStage, Reader, Stage, in_shard_order
 
 Phase = Literal["read", "stage", "map", "reduce", "apply"]
 
@@ -201,10 +201,7 @@ def _run_reduce(task: Task, stage: GlobalStage, stats: Stats) -> None:
         return
     keys = pa.concat_tables(tables)
     stats.count(f"{stage.name}:keys", keys.num_rows)
-    decisions = stage.decide(keys, stats)
-    if "shard" in decisions.column_names:
-        order = [c for c in ("shard", "row") if c in decisions.column_names]
-        decisions = decisions.sort_by([(column, "ascending") for column in order])
+    decisions = in_shard_order(stage.decide(keys, stats))
     stats.count(f"{stage.name}:decisions", decisions.num_rows)
     _write_table(task.extra["decisions"], decisions)
 

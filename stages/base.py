@@ -141,12 +141,17 @@ class GlobalStage(Stage):
         materialised = list(docs)
         keys = self.keys(iter(materialised), stats)
         keys = keys.append_column("shard", pa.array([0] * keys.num_rows, pa.int32()))
-        decisions = self.decide(keys, stats)
-        if "shard" in decisions.column_names:
-            decisions = decisions.sort_by(
-                [(c, "ascending") for c in ("shard", "row") if c in decisions.column_names]
-            )
+        decisions = in_shard_order(self.decide(keys, stats))
         return self.apply(iter(materialised), decisions, stats)
+
+
+def in_shard_order(decisions: pa.Table) -> pa.Table:
+    """Per-shard decisions sorted by (shard, row), so each apply reads one contiguous run
+    and sees its rows in document order; global decisions stay as `decide` made them."""
+    if "shard" not in decisions.column_names:
+        return decisions
+    order = [c for c in ("shard", "row") if c in decisions.column_names]
+    return decisions.sort_by([(column, "ascending") for column in order])
 
 
 class ReaderParams(Params):
