@@ -117,18 +117,37 @@ def _global_tasks(step: Step, upstream: list[Task]) -> list[Task]:
         )
         for p in range(partitions)
     ]
+    resolves: list[Task] = []
+    if stage.needs_resolve:  # type: ignore[attr-defined]
+        resolve_root = join(step.directory, "_resolve")
+        resolves = [
+            Task(
+                id=f"{step.label}/resolve",
+                step=step,
+                phase="resolve",
+                index=0,
+                done_path=join(resolve_root, "_done", "part-00000.json"),
+                deps=tuple(r.id for r in reduces),
+                extra={
+                    "decision_parts": [r.extra["decisions"] for r in reduces],
+                    "input_parts": [_output_of(u) for u in upstream],
+                    "decisions": join(resolve_root, "decisions.parquet"),
+                },
+            )
+        ]
+    deciders = resolves or reduces
     applies = [
         _stage_task(
             step,
             shard,
             upstream[shard],
             phase="apply",
-            more_deps=[r.id for r in reduces],
-            decision_parts=[r.extra["decisions"] for r in reduces],
+            more_deps=[d.id for d in deciders],
+            decision_parts=[d.extra["decisions"] for d in deciders],
         )
         for shard in range(step.shards)
     ]
-    return [*maps, *reduces, *applies]
+    return [*maps, *reduces, *resolves, *applies]
 
 
 @dataclass

@@ -24,8 +24,8 @@ def write_report(output: str) -> str:
 
 def render(stats: dict[str, Any]) -> str:
     sections = [
-        ("Documents per step", _png(funnel_figure(stats))),
-        ("Drop reasons", _png(drops_figure(stats))),
+        ("Documents per step", _img("Documents per step", funnel_figure(stats))),
+        ("Drop reasons", _img("Drop reasons", drops_figure(stats))),
     ]
     for source, entry in stats["sources"].items():
         # A later step may mark an earlier one's histogram (bucket cutoffs on perplexity).
@@ -36,12 +36,11 @@ def render(stats: dict[str, Any]) -> str:
         for step in entry["steps"]:
             for name, buckets in step["stats"].get("histograms", {}).items():
                 title = f"{source}/{step['step']}: {name}"
-                sections.append((title, _png(histogram_figure(title, buckets, marks.get(name)))))
-    body = "\n".join(
-        f"<h2>{html.escape(title)}</h2>\n<img alt='{html.escape(title)}' "
-        f"src='data:image/png;base64,{image}'>"
-        for title, image in sections
-    )
+                figure = histogram_figure(title, buckets, marks.get(name))
+                sections.append((title, _img(title, figure)))
+            for name, items in step["stats"].get("samples", {}).items():
+                sections.append((f"{source}/{step['step']}: {name}", samples_table(items)))
+    body = "\n".join(f"<h2>{html.escape(title)}</h2>\n{fragment}" for title, fragment in sections)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>llamix report</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
@@ -51,6 +50,29 @@ def render(stats: dict[str, Any]) -> str:
         f"output <code>{html.escape(stats['output'])}</code></p>"
         f"{_table(stats)}{body}</body></html>"
     )
+
+
+def samples_table(items: list[Any]) -> str:
+    """Examples a stage kept for a person to read (e.g. the largest duplicate clusters)."""
+    columns = list(dict.fromkeys(key for item in items if isinstance(item, dict) for key in item))
+    if not columns:
+        return "<ul>" + "".join(f"<li>{html.escape(str(item))}</li>" for item in items) + "</ul>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = [
+        "".join(f"<td style='text-align:left'>{_cell(item.get(c, ''))}</td>" for c in columns)
+        for item in items
+    ]
+    return f"<table><tr>{head}</tr>" + "".join(f"<tr>{row}</tr>" for row in rows) + "</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return html.escape(", ".join(map(str, value)))
+    return html.escape(str(value))
+
+
+def _img(title: str, figure: Any) -> str:
+    return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{_png(figure)}'>"
 
 
 def _table(stats: dict[str, Any]) -> str:

@@ -82,13 +82,20 @@ def load_recorded_run(output: str) -> Run:
     )
 
 
+# The phases of a global stage before `apply`, whose documents are the step's own again.
+GLOBAL_PHASES = ("map", "reduce", "resolve")
+
+
 def summarize(plan: Plan, tasks: list[Task], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per source, per step: the merged stats of its shards (and of its global phases)."""
     by_step: dict[str, dict[str, Stats]] = defaultdict(lambda: defaultdict(Stats))
+    peak_rss: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for task in tasks:
         record = records.get(task.id)
         if record is not None:
             by_step[task.step.label][task.phase].merge(Stats.from_dict(record["stats"]))
+            peak = peak_rss[task.step.label]
+            peak[task.phase] = max(peak[task.phase], record.get("peak_rss_bytes", 0))
     sources: dict[str, Any] = {}
     for source in plan.inputs:
         steps = []
@@ -106,8 +113,15 @@ def summarize(plan: Plan, tasks: list[Task], records: dict[str, dict[str, Any]])
                 "stats": main.to_dict(),
             }
             if step.is_global:
-                entry["phases"] = {p: phases[p].to_dict() for p in ("map", "reduce") if p in phases}
-                entry["stats"]["seconds"] += sum(phases[p].seconds for p in ("map", "reduce"))
+                entry["phases"] = {}
+                for phase in GLOBAL_PHASES:
+                    if phase in phases:
+                        main.merge_findings(phases[phase])
+                        entry["phases"][phase] = {
+                            **phases[phase].to_dict(),
+                            "peak_rss_bytes": peak_rss[step.label][phase],
+                        }
+                entry["stats"] = main.to_dict()
             steps.append(entry)
         sources[source] = {"inputs": len(plan.inputs[source]), "steps": steps}
     return {

@@ -7,6 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+# Samples are for a person to read in the report, so a long list is cut, not merged whole.
+SAMPLE_LIMIT = 50
+
 
 @dataclass
 class Stats:
@@ -26,6 +29,7 @@ class Stats:
     counters: Counter[str] = field(default_factory=Counter)
     histograms: dict[str, Counter[str]] = field(default_factory=dict)
     marks: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: dict[str, list[Any]] = field(default_factory=dict)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.drops[reason] += count
@@ -46,6 +50,12 @@ class Stats:
         """A labelled value the report draws on a histogram (e.g. a perplexity cutoff)."""
         self.marks.setdefault(histogram, {})[label] = value
 
+    def sample(self, name: str, item: Any) -> None:
+        """A JSON-able example the report lists (e.g. a cluster of near-duplicate ids)."""
+        items = self.samples.setdefault(name, [])
+        if len(items) < SAMPLE_LIMIT:
+            items.append(item)
+
     @property
     def dropped(self) -> int:
         return sum(self.drops.values())
@@ -55,13 +65,21 @@ class Stats:
         self.docs_out += other.docs_out
         self.bytes_in += other.bytes_in
         self.bytes_out += other.bytes_out
-        self.seconds += other.seconds
         self.drops.update(other.drops)
+        return self.merge_findings(other)
+
+    def merge_findings(self, other: Stats) -> Stats:
+        """Time, counters, histograms, marks and samples, but not the document counts: a
+        global stage's map and reduce phases see the step's documents again."""
+        self.seconds += other.seconds
         self.counters.update(other.counters)
         for name, buckets in other.histograms.items():
             self.histograms.setdefault(name, Counter()).update(buckets)
         for name, labels in other.marks.items():
             self.marks.setdefault(name, {}).update(labels)
+        for name, items in other.samples.items():
+            for item in items:
+                self.sample(name, item)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +96,7 @@ class Stats:
                 for name, buckets in sorted(self.histograms.items())
             },
             "marks": {name: dict(sorted(m.items())) for name, m in sorted(self.marks.items())},
+            "samples": dict(sorted(self.samples.items())),
         }
 
     @classmethod
@@ -92,6 +111,7 @@ class Stats:
             counters=Counter(data.get("counters", {})),
             histograms={k: Counter(v) for k, v in data.get("histograms", {}).items()},
             marks={k: dict(v) for k, v in data.get("marks", {}).items()},
+            samples={k: list(v) for k, v in data.get("samples", {}).items()},
         )
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -34,7 +36,7 @@ from pipeline.plan import Step
 from pipeline.stats import Stats, Stopwatch
 from stages.base import Component, GlobalStage, Reader, Stage, in_shard_order
 
-Phase = Literal["read", "stage", "map", "reduce", "apply"]
+Phase = Literal["read", "stage", "map", "reduce", "resolve", "apply"]
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,40 @@ def prepared(step: Step) -> Component:
     return component
 
 
+class PeakMemory:
+    """The largest resident set size of this process while a `with` block runs.
+
+    Sampled by a thread every `interval` seconds: Ray reuses worker processes, so the
+    kernel's lifetime maximum (`ru_maxrss`) would report the worst task so far instead.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while True:
+            self.peak = max(self.peak, process.memory_info().rss)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def execute(task: Task, input_fp: str, run_id: str) -> dict[str, Any]:
     """Runs one task to completion and writes its record; returns the record."""
     stats = Stats()
     started = time.time()
-    with Stopwatch(stats):
+    with Stopwatch(stats), PeakMemory() as memory:
         component = prepared(task.step)
         if task.phase == "read":
             assert isinstance(component, Reader) and task.input_file is not None
@@ -110,6 +141,9 @@ def execute(task: Task, input_fp: str, run_id: str) -> dict[str, Any]:
         elif task.phase == "reduce":
             assert isinstance(component, GlobalStage)
             _run_reduce(task, component, stats)
+        elif task.phase == "resolve":
+            assert isinstance(component, GlobalStage)
+            _run_resolve(task, component, stats)
         else:
             assert isinstance(component, GlobalStage)
             _run_apply(task, component, stats)
@@ -125,6 +159,7 @@ def execute(task: Task, input_fp: str, run_id: str) -> dict[str, Any]:
         "host": socket.gethostname(),
         "node_ip": os.environ.get("LLAMIX_NODE_IP") or _node_ip(),
         "pid": os.getpid(),
+        "peak_rss_bytes": memory.peak,
     }
     atomic_write_json(task.done_path, record)
     return record
@@ -204,6 +239,16 @@ def _run_reduce(task: Task, stage: GlobalStage, stats: Stats) -> None:
     decisions = in_shard_order(stage.decide(keys, stats))
     stats.count(f"{stage.name}:decisions", decisions.num_rows)
     _write_table(task.extra["decisions"], decisions)
+
+
+def _run_resolve(task: Task, stage: GlobalStage, stats: Stats) -> None:
+    decisions = pa.concat_tables(
+        [_read_table(path) for path in task.extra["decision_parts"]], promote_options="default"
+    )
+    inputs = task.extra["input_parts"]
+    resolved = stage.resolve(decisions, lambda shard: iter_parquet(inputs[shard]), stats)
+    stats.count(f"{stage.name}:decisions", resolved.num_rows)
+    _write_table(task.extra["decisions"], in_shard_order(resolved))
 
 
 def _run_apply(task: Task, stage: GlobalStage, stats: Stats) -> None:

@@ -117,6 +117,10 @@ class GlobalStage(Stage):
       own rows) or global ones (no `shard` column, e.g. a set of duplicate hashes: every
       `apply` gets the decisions of all partitions, concatenated in partition order,
       which is ascending `key` range order).
+    - `resolve(decisions, documents, stats)`, for stages that set `needs_resolve`, runs
+      once over every partition's decisions (e.g. candidate pairs -> clusters) and
+      returns per-shard decisions; `documents(shard)` re-reads a shard's input when the
+      decision needs text (exact-Jaccard checks).
     - `apply(docs, decisions, stats)` runs per shard.
 
     Decisions must depend only on the data (e.g. keep the smallest id), never on
@@ -124,11 +128,20 @@ class GlobalStage(Stage):
     """
 
     partitions: ClassVar[int] = 16
+    needs_resolve: ClassVar[bool] = False
 
     def keys(self, docs: Iterator[Document], stats: Stats) -> pa.Table:
         raise NotImplementedError
 
     def decide(self, keys: pa.Table, stats: Stats) -> pa.Table:
+        raise NotImplementedError
+
+    def resolve(
+        self,
+        decisions: pa.Table,
+        documents: Callable[[int], Iterator[Document]],
+        stats: Stats,
+    ) -> pa.Table:
         raise NotImplementedError
 
     def apply(
@@ -141,8 +154,10 @@ class GlobalStage(Stage):
         materialised = list(docs)
         keys = self.keys(iter(materialised), stats)
         keys = keys.append_column("shard", pa.array([0] * keys.num_rows, pa.int32()))
-        decisions = in_shard_order(self.decide(keys, stats))
-        return self.apply(iter(materialised), decisions, stats)
+        decisions = self.decide(keys, stats)
+        if self.needs_resolve:
+            decisions = self.resolve(decisions, lambda _shard: iter(materialised), stats)
+        return self.apply(iter(materialised), in_shard_order(decisions), stats)
 
 
 def in_shard_order(decisions: pa.Table) -> pa.Table:

@@ -1,4 +1,4 @@
-"""Books: Project Gutenberg boilerplate removal.
+"""Books: a reader for book collections, and Project Gutenberg boilerplate removal.
 
 LLaMA (Touvron et al. 2023, §2.1) trains on Project Gutenberg books; like the other sources,
 the distribution's own header, footer and licence are not the book and are removed. The
@@ -14,8 +14,12 @@ import re
 from collections.abc import Iterator
 
 from pipeline.document import Document
+from pipeline.io import compression_of, read_jsonl, read_text_file
 from pipeline.stats import Stats
-from stages.base import Stage, register_stage
+from stages.base import Reader, Stage, register_reader, register_stage
+from stages.readers import RecordParams
+
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 # The line that ends the header: everything up to and including it is boilerplate. Old
 # files end their header with the small print instead of a START line.
@@ -146,3 +150,27 @@ class GutenbergStrip(Stage):
                 yield Document(doc.id, text, doc.source, doc.meta)
             else:
                 stats.drop(f"{self.name}:empty")
+
+
+@register_reader
+class BooksReader(Reader):
+    """One book per plain-text file (Gutenberg's `.txt`), or a JSON-lines file of books
+    (Books3-style dumps), plain or compressed; the suffix decides which."""
+
+    name = "books"
+    Params = RecordParams
+
+    def read(self, path: str, doc_id: str, source: str, stats: Stats) -> Iterator[Document]:
+        p = self.params
+        stem = path.rsplit(".", 1)[0] if compression_of(path) else path
+        if stem.endswith(_JSONL_SUFFIXES):
+            return read_jsonl(
+                path,
+                doc_id,
+                source,
+                stats,
+                text_field=p.text_field,
+                id_field=p.id_field,
+                max_document_bytes=p.max_document_bytes,
+            )
+        return read_text_file(path, doc_id, source, stats, max_document_bytes=p.max_document_bytes)
