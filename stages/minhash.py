@@ -85,14 +85,15 @@ def _word_hashes(words: list[str]) -> np.ndarray:
     cache = _WORD_HASHES
     if len(cache) > _WORD_CACHE_LIMIT:
         cache.clear()
-    out = np.empty(len(words), dtype=_U64)
-    for n, word in enumerate(words):
-        value = cache.get(word)
-        if value is None:
-            digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
-            value = cache[word] = int.from_bytes(digest, "little")
-        out[n] = value
-    return out
+    values = list(map(cache.get, words))
+    try:
+        return np.array(values, dtype=_U64)
+    except TypeError:  # a word not seen before: its None does not convert
+        for n, word in enumerate(words):
+            if values[n] is None:
+                digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+                values[n] = cache[word] = int.from_bytes(digest, "little")
+        return np.array(values, dtype=_U64)
 
 
 def _word_blocks(text: str) -> Iterator[list[str]]:
