@@ -239,30 +239,32 @@ def bucket_pairs(
     gets the star plus a chain, so its cost stays linear. Returns the pairs as an
     (n x 2) array, and how many buckets were that large.
     """
+    empty = np.empty((0, 2), dtype=np.int64)
     if len(keys) < 2:
-        return np.empty((0, 2), dtype=np.int64), 0
+        return empty, 0
     order = np.argsort(keys, kind="stable")
     keys, nodes = keys[order], nodes[order]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    boundary = np.r_[True, keys[1:] != keys[:-1]]
+    starts = np.flatnonzero(boundary)
     sizes = np.diff(np.r_[starts, len(keys)])
-    shared = sizes >= 2
-    starts, sizes = starts[shared], sizes[shared]
-    pairs: list[np.ndarray] = []
+    group = np.cumsum(boundary) - 1
+    first = starts[group]
+    member = (sizes[group] >= 2) & (np.arange(len(keys)) != first)
+    pairs = [np.stack([nodes[first[member]], nodes[member]], axis=1)]  # the stars
     large = 0
-    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-        members = nodes[start : start + size]
-        if all_pairs and size <= max_bucket:
-            first, second = np.triu_indices(size, k=1)
-            pairs.append(np.stack([members[first], members[second]], axis=1))
-            continue
-        large += all_pairs
-        star = np.stack([np.repeat(members[0], size - 1), members[1:]], axis=1)
-        pairs.append(star)
-        if all_pairs:
-            pairs.append(np.stack([members[1:-1], members[2:]], axis=1))
-    if not pairs:
-        return np.empty((0, 2), dtype=np.int64), large
-    return np.unique(np.concatenate(pairs), axis=0), large
+    if all_pairs:
+        for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
+            if size < 3:
+                continue
+            members = nodes[start : start + size]
+            if size <= max_bucket:
+                left, right = np.triu_indices(size - 1, k=1)
+                pairs.append(np.stack([members[1:][left], members[1:][right]], axis=1))
+            else:
+                large += 1
+                pairs.append(np.stack([members[1:-1], members[2:]], axis=1))
+    joined = np.concatenate(pairs)
+    return (np.unique(joined, axis=0) if len(joined) else empty), large
 
 
 class Components:
