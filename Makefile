@@ -79,6 +79,7 @@ commoncrawl-sample: setup
 bench: setup
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/ccnet.py
+	$(BIN)/python benchmarks/minhash.py
 
 lint: setup
 	$(BIN)/ruff check .

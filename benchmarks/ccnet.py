@@ -82,6 +82,8 @@ DATATROVE_INSTALL = (
     # C4QualityFilter counts sentences with spaCy's blank "en" pipeline + sentencizer
     # (datatrove's tokenizer_assignment.csv): no model download.
     "spacy>=3.8,<4",
+    # JsonlReader / JsonlWriter (benchmarks/minhash_datatrove_side.py) import orjson.
+    "orjson>=3.9,<4",
     # Compiled here from its sdist, as llamix's fastText 0.9.3 is (same C++ and flags,
     # -O3 -march=native): the prebuilt manylinux wheel predicts ~2x slower on the same
     # text, and the ratio should measure the filters, not the build.
