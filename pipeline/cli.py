@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from pipeline.manifest import ManifestError, Run, load_manifest
+
+# Packages whose import registers `llamix` subcommands through `stages.base.register_command`.
+COMMAND_PACKAGES = ("stages", "tokenizer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_stage_commands(commands: Any) -> None:
-    """Subcommands that stage families register (`llamix lm train`, ...)."""
-    import stages  # noqa: F401  (importing it registers every stage family's commands)
+    """Subcommands that stage families and tools register (`llamix lm train`, ...)."""
+    for package in COMMAND_PACKAGES:
+        importlib.import_module(package)  # importing a package registers its commands
     from stages.base import COMMANDS
 
     groups: dict[str, Any] = {}

@@ -48,6 +48,10 @@ def build_tasks(plan: Plan) -> list[Task]:
                 current = [_read_task(step, i, f) for i, f in enumerate(plan.inputs[source])]
             elif step.is_global:
                 current = _global_tasks(step, upstream)
+            elif step.is_sink:
+                current = [
+                    _stage_task(step, i, upstream[i], phase="sink") for i in range(step.shards)
+                ]
             else:
                 current = [_stage_task(step, i, upstream[i]) for i in range(step.shards)]
             tasks += current

@@ -70,14 +70,89 @@ class MixtureEntry(Strict):
 
 
 class TokenizerSpec(Strict):
-    """SentencePiece BPE with the LLaMA settings (paper section 2.1)."""
+    """SentencePiece BPE with the LLaMA settings (paper section 2.1).
+
+    The defaults are the trainer settings recorded in LLaMA's own `tokenizer.model`.
+    The typed fields are the ones LLaMA fixed; `options` passes any other SentencePiece
+    trainer flag through (`{num_sub_iterations: 4, user_defined_symbols: [...]}`), checked
+    against sentencepiece's own TrainerSpec/NormalizerSpec schema before anything runs.
+    The sample is drawn from the run's final shards by the mixture weights: `sample_chars`
+    characters (default 1e9) or `sample_sentences` lines, not both.
+    """
 
     vocab_size: int = Field(32000, ge=256, le=1_000_000)
     model_type: Literal["bpe"] = "bpe"
+    character_coverage: float = Field(0.99995, gt=0, le=1)
     split_digits: bool = True
     byte_fallback: bool = True
-    character_coverage: float = Field(0.99995, gt=0, le=1)
-    sample_documents: int = Field(1_000_000, gt=0)
+    allow_whitespace_only_pieces: bool = True
+    split_by_unicode_script: bool = True
+    max_sentencepiece_length: int = Field(16, ge=1, le=512)
+    normalization_rule_name: Literal["identity", "nfkc", "nmt_nfkc", "nfkc_cf", "nmt_nfkc_cf"] = (
+        "identity"
+    )
+    add_dummy_prefix: bool = True
+    remove_extra_whitespaces: bool = False
+    unk_id: int = Field(0, ge=0)
+    bos_id: int = Field(1, ge=-1)
+    eos_id: int = Field(2, ge=-1)
+    pad_id: int = Field(-1, ge=-1)
+    max_sentence_length: int = Field(
+        4192, gt=0, description="Longest line in UTF-8 bytes; longer lines are cut at spaces."
+    )
+    num_threads: int | None = Field(None, ge=1, description="Default: every CPU.")
+    seed: int = Field(0, ge=0, description="Salts the sample's hashes; SentencePiece's seed.")
+    sample_chars: int | None = Field(None, gt=0, description="Sample size in characters.")
+    sample_sentences: int | None = Field(None, gt=0, description="Sample size in lines.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Any other SentencePiece trainer flag."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenizerSpec:
+        if self.sample_chars is not None and self.sample_sentences is not None:
+            raise ValueError("give sample_chars or sample_sentences, not both")
+        problems = [
+            p for key, value in self.options.items() if (p := self._option_problem(key, value))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def sample_size(self) -> tuple[Literal["chars", "sentences"], int]:
+        """The sample's unit and size."""
+        if self.sample_sentences is not None:
+            return "sentences", self.sample_sentences
+        return "chars", self.sample_chars or 1_000_000_000
+
+    def _option_problem(self, key: str, value: Any) -> str | None:
+        """Why `options.key: value` is refused, or None: names come from sentencepiece's
+        proto schema, and the value must fit the field's type."""
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        where = f"options.{key}"
+        if key in type(self).model_fields:
+            return f"{where}: set tokenizer.{key} instead"
+        if key in ("input", "input_format", "model_prefix"):
+            return f"{where}: llamix streams the sample and writes the model itself"
+        if key == "denormalization_rule_tsv":
+            return None if isinstance(value, str) else f"{where}: expected a string"
+        if key == "minloglevel":
+            return None if type(value) is int else f"{where}: expected an integer"
+        for message in (pb.TrainerSpec, pb.NormalizerSpec):
+            field = message.DESCRIPTOR.fields_by_name.get(key)
+            if field is None or key in ("name", "precompiled_charsmap"):
+                continue
+            if isinstance(value, str) and field.default_value == []:
+                value = value.split(",")  # SentencePiece's comma form of a list flag
+            try:
+                message(**{key: value})
+            except (TypeError, ValueError) as err:
+                return f"{where}: {err}"
+            return None
+        known = [f.name for m in (pb.TrainerSpec, pb.NormalizerSpec) for f in m.DESCRIPTOR.fields]
+        return f"{where}: unknown SentencePiece trainer option{_did_you_mean(key, known)}"
 
 
 class DatasetSpec(Strict):

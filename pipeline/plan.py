@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.inputs import InputFile, digest, expand_inputs, file_stamp
 from pipeline.io import filesystem, join
 from pipeline.manifest import Run, Source
-from stages.base import Component, GlobalStage, Reader, path_fields
+from stages.base import Component, GlobalStage, Reader, Sink, path_fields
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,16 @@ class Step:
     def is_global(self) -> bool:
         return isinstance(self.component, GlobalStage)
 
+    @property
+    def is_sink(self) -> bool:
+        return isinstance(self.component, Sink)
+
     def part(self, shard: int) -> str:
         return join(self.directory, f"part-{shard:05d}.parquet")
+
+    def prefix(self, shard: int) -> str:
+        """Where a sink writes a shard's outputs (it picks the suffixes)."""
+        return join(self.directory, f"part-{shard:05d}")
 
     def done_record(self, shard: int) -> str:
         return join(self.directory, "_done", f"part-{shard:05d}.json")
@@ -116,6 +124,30 @@ def _model_stamps(component: Component) -> dict[str, Any]:
         elif fs.exists(inner):
             stamps[name] = file_stamp(fs.info(inner))
     return stamps
+
+
+def with_sink(plan: Plan, sink: Sink, name: str, root: str) -> Plan:
+    """The plan with `sink` after every source's last step, writing to `OUT/root/<source>`.
+
+    Its key chains from the last step's, so new documents upstream or a new sink
+    parameter (a retrained tokenizer) rerun it, and nothing else.
+    """
+    steps = list(plan.steps)
+    for source in plan.inputs:
+        last = plan.final_step(source)
+        params = sink.params.model_dump(mode="json")
+        steps.append(
+            Step(
+                source=source,
+                number=last.number + 1,
+                name=name,
+                component=sink,
+                key=digest(last.key, name, params, _model_stamps(sink)),
+                directory=join(plan.output, root, source),
+                shards=last.shards,
+            )
+        )
+    return Plan(run=plan.run, output=plan.output, steps=tuple(steps), inputs=plan.inputs)
 
 
 def select_until(plan: Plan, until: str) -> Plan:

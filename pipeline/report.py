@@ -8,7 +8,8 @@ import io
 import itertools
 from typing import Any
 
-from pipeline.io import atomic_write_bytes, exists, join, read_json
+from pipeline.figures import pyplot
+from pipeline.io import atomic_write_bytes, exists, filesystem, join, read_json
 from pipeline.runner import STATS_FILE
 
 
@@ -18,15 +19,29 @@ def write_report(output: str) -> str:
         raise FileNotFoundError(f"{stats_path} not found: run `llamix run` first")
     stats = read_json(stats_path)
     page = join(output, "report", "index.html")
-    atomic_write_bytes(page, render(stats).encode("utf-8"))
+    atomic_write_bytes(page, render(stats, tool_figures(output)).encode("utf-8"))
     return page
 
 
-def render(stats: dict[str, Any]) -> str:
+def tool_figures(output: str) -> list[tuple[str, bytes]]:
+    """PNGs that other tools left in OUT/report/figures (`llamix mixture`'s chart), by name."""
+    fs, inner = filesystem(join(output, "report", "figures"))
+    if not fs.exists(inner):
+        return []
+    paths = sorted(p for p in fs.ls(inner, detail=False) if p.endswith(".png"))
+    return [(p.rsplit("/", 1)[-1].removesuffix(".png"), fs.cat_file(p)) for p in paths]
+
+
+def render(stats: dict[str, Any], figures: list[tuple[str, bytes]] | None = None) -> str:
     sections = [
         ("Documents per step", _img("Documents per step", funnel_figure(stats))),
         ("Drop reasons", _img("Drop reasons", drops_figure(stats))),
     ]
+    for title, png in figures or []:
+        encoded = base64.b64encode(png).decode("ascii")
+        sections.append(
+            (title, f"<img alt='{html.escape(title)}' src='data:image/png;base64,{encoded}'>")
+        )
     for source, entry in stats["sources"].items():
         # A later step may mark an earlier one's histogram (bucket cutoffs on perplexity).
         marks: dict[str, dict[str, float]] = {}
@@ -90,7 +105,7 @@ def _table(stats: dict[str, Any]) -> str:
 
 def funnel_figure(stats: dict[str, Any]) -> Any:
     """One panel per source: documents in, then documents out of each step."""
-    plt = _pyplot()
+    plt = pyplot()
 
     sources = list(stats["sources"].items())
     fig, axes = plt.subplots(len(sources), 1, figsize=(9, 2.6 * len(sources) + 0.6), squeeze=False)
@@ -111,7 +126,7 @@ def funnel_figure(stats: dict[str, Any]) -> Any:
 
 
 def drops_figure(stats: dict[str, Any]) -> Any:
-    plt = _pyplot()
+    plt = pyplot()
 
     totals: dict[str, int] = {}
     for source, entry in stats["sources"].items():
@@ -134,7 +149,7 @@ def histogram_figure(
     title: str, buckets: dict[str, int], marks: dict[str, float] | None = None
 ) -> Any:
     """Numeric buckets on a value axis (with marks as lines); named ones as sorted bars."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     try:
@@ -166,19 +181,8 @@ def histogram_figure(
     return fig
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend, imported on first use: the
-    report is the only part of llamix that draws."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png(fig: Any) -> str:
-    plt = _pyplot()
+    plt = pyplot()
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -102,7 +102,7 @@ def summarize(plan: Plan, tasks: list[Task], records: dict[str, dict[str, Any]])
         for step in plan.steps_of(source):
             phases = by_step[step.label]
             main = Stats()
-            for phase in ("read", "stage", "apply"):
+            for phase in ("read", "stage", "apply", "sink"):
                 main.merge(phases.get(phase, Stats()))
             entry: dict[str, Any] = {
                 "step": f"{step.number:02d}-{step.name}",

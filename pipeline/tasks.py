@@ -34,9 +34,9 @@ from pipeline.io import (
 )
 from pipeline.plan import Step
 from pipeline.stats import Stats, Stopwatch
-from stages.base import Component, GlobalStage, Reader, Stage, in_shard_order
+from stages.base import Component, GlobalStage, Reader, Sink, Stage, in_shard_order
 
-Phase = Literal["read", "stage", "map", "reduce", "resolve", "apply"]
+Phase = Literal["read", "stage", "map", "reduce", "resolve", "apply", "sink"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ def execute(task: Task, input_fp: str, run_id: str) -> dict[str, Any]:
     """Runs one task to completion and writes its record; returns the record."""
     stats = Stats()
     started = time.time()
+    result: dict[str, Any] | None = None
     with Stopwatch(stats), PeakMemory() as memory:
         component = prepared(task.step)
         if task.phase == "read":
@@ -144,6 +145,10 @@ def execute(task: Task, input_fp: str, run_id: str) -> dict[str, Any]:
         elif task.phase == "resolve":
             assert isinstance(component, GlobalStage)
             _run_resolve(task, component, stats)
+        elif task.phase == "sink":
+            assert isinstance(component, Sink)
+            docs = _counted(_upstream(task), stats)
+            result = component.write(docs, task.step.prefix(task.index), stats)
         else:
             assert isinstance(component, GlobalStage)
             _run_apply(task, component, stats)
@@ -161,6 +166,8 @@ def execute(task: Task, input_fp: str, run_id: str) -> dict[str, Any]:
         "pid": os.getpid(),
         "peak_rss_bytes": memory.peak,
     }
+    if result is not None:
+        record["result"] = result
     atomic_write_json(task.done_path, record)
     return record
 

@@ -169,6 +169,21 @@ def in_shard_order(decisions: pa.Table) -> pa.Table:
     return decisions.sort_by([(column, "ascending") for column in order])
 
 
+class Sink(Component):
+    """Writes a source's final documents in a format of its own (token shards), one
+    output per shard, instead of the Parquet a stage's documents go to.
+
+    The engine appends a sink after a source's last step when a tool asks for it (e.g.
+    `llamix tokenize`), and runs it like any other step: one task per shard, resumable,
+    retried, its completion record holding the summary `write` returns.
+    """
+
+    def write(self, docs: Iterator[Document], prefix: str, stats: Stats) -> dict[str, Any]:
+        """Writes the shard's outputs under `prefix` (atomically) and returns a JSON-able
+        summary of them (file names, counts) for the caller to collect."""
+        raise NotImplementedError
+
+
 class ReaderParams(Params):
     max_document_bytes: int = Field(
         DEFAULT_MAX_DOCUMENT_BYTES,
