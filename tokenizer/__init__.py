@@ -1,6 +1,7 @@
 """Tokenizer training, encoding into token shards, and mixture accounting.
 
-Importing the package registers its `llamix` commands (`tokenize`, `mixture`).
+Importing the package registers its `llamix` commands (`tokenizer train`, `tokenize`,
+`mixture`).
 """
 
-from tokenizer import encode, mixture  # noqa: F401
+from tokenizer import encode, mixture, train  # noqa: F401

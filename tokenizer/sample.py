@@ -4,8 +4,9 @@ Each source gets `weight / sum(weights) * size` of the sample (characters or lin
 documents are ranked by a keyed hash of their id, and the sample takes them in that
 order until the source's share is full (the last one cut at a line). A document's rank
 depends only on its id and the seed, so the sample is the same whatever the number of
-workers, the shard order or the reading order; a worker keeps only the lowest-ranked
-documents of its shard that could still be chosen, so memory stays near the sample's size.
+workers, the shard order or the reading order. A worker keeps only the lowest-ranked
+documents of its shard that could still be chosen: memory is about twice the sample,
+plus, per worker, at most one shard's text or twice its source's share, the smaller.
 
 SentencePiece's "sentences" are lines: a document gives its non-blank lines, each cut at
 spaces into pieces of at most `max_sentence_length` UTF-8 bytes, since SentencePiece
@@ -282,7 +283,7 @@ def _shard_results(
     arguments: Callable[[str, str], tuple[Any, ...]],
     workers: int,
 ) -> Iterator[tuple[str, str, Reservoir]]:
-    """Runs `sample_shard` per task, in order, at most `2 * workers` ahead of the caller,
+    """Runs `sample_shard` per task, in order, at most `workers` ahead of the caller,
     so each task is built from the thresholds its predecessors tightened. Workers are
     spawned, not forked: a forked copy of a process running Ray or PyTorch is not safe."""
     if workers <= 1:
@@ -294,7 +295,7 @@ def _shard_results(
         queue: deque[tuple[str, str, Future[Reservoir]]] = deque()
         for name, path in tasks:
             queue.append((name, path, pool.submit(sample_shard, *arguments(name, path))))
-            if len(queue) >= 2 * workers:
+            if len(queue) >= workers:
                 done_name, done_path, future = queue.popleft()
                 yield done_name, done_path, future.result()
         while queue:

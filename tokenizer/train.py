@@ -15,7 +15,10 @@ that gives SentencePiece's ids, with `tokenizer_config.json` and
 Round trip: with identity normalisation and `remove_extra_whitespaces: false`,
 `decode(encode(text)) == text` for any text, leading and repeated spaces included (the
 decoder removes exactly the one dummy-prefix space it added). The one exception is
-U+2581 "▁" itself, SentencePiece's whitespace symbol, which decodes as a space.
+U+2581 "▁" itself, SentencePiece's whitespace symbol, which decodes as a space. The HF
+tokenizer gives SentencePiece's ids except where the text holds a special token's
+literal string (`<s>`, `</s>`, `<unk>`): like Llama-2's tokenizer.json, it reads that as
+the special token, where SentencePiece encodes it as text.
 """
 
 from __future__ import annotations
@@ -265,8 +268,8 @@ def export_hf(proto: sp_model.ModelProto, model_bytes: bytes, hf_dir: str) -> li
     files = {
         "tokenizer.json": hf_tokenizer(proto).to_str(pretty=True).encode("utf-8"),
         MODEL_FILE: model_bytes,
-        "tokenizer_config.json": json.dumps(config, indent=2).encode("utf-8"),
-        "special_tokens_map.json": json.dumps(special_map, indent=2).encode("utf-8"),
+        "tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode("utf-8"),
+        "special_tokens_map.json": (json.dumps(special_map, indent=2) + "\n").encode("utf-8"),
     }
     for name, data in files.items():
         atomic_write_bytes(join(hf_dir, name), data)
@@ -370,8 +373,8 @@ def train_from_run(
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="the manifest YAML (its `tokenizer:` section)")
-    parser.add_argument("--output", help="the run directory (default: the manifest's `output`)")
-    parser.add_argument("--out", help="tokenizer directory (default: OUTPUT/tokenizer)")
+    parser.add_argument("--out", help="the run directory (default: the manifest's `output`)")
+    parser.add_argument("--tokenizer-dir", help="where the tokenizer goes (default: OUT/tokenizer)")
     parser.add_argument("--vocab-size", type=int, help="override tokenizer.vocab_size")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--sample-chars", type=int, help="sample size in characters")
@@ -404,8 +407,8 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         model = train_from_run(
             run,
-            output=args.output,
-            out_dir=args.out,
+            output=args.out,
+            out_dir=args.tokenizer_dir,
             spec=spec,
             workers=args.workers,
             progress=not args.quiet,
