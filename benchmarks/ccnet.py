@@ -20,38 +20,42 @@ datatrove's take turns, round by round, so both meet the same load on a shared m
 
 from __future__ import annotations
 
-import argparse
-import bz2
-import ctypes
-import email
-import email.policy
-import gc
-import gzip
-import importlib.util
-import io
-import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-import threading
-import time
-import tracemalloc
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+# benchmarks/tokenize.py would shadow the standard library's `tokenize` (which inspect,
+# linecache and traceback import) for every script run from this folder: the folder leaves
+# the import path before anything else is imported, and siblings import as `benchmarks.*`.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
+
+import argparse  # noqa: E402
+import bz2  # noqa: E402
+import ctypes  # noqa: E402
+import email  # noqa: E402
+import email.policy  # noqa: E402
+import gc  # noqa: E402
+import gzip  # noqa: E402
+import importlib.util  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+import xml.etree.ElementTree as ET  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from multiprocessing import get_context  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 import stages  # noqa: E402,F401  (registers every stage)
 from pipeline.document import Document  # noqa: E402

@@ -14,17 +14,25 @@ built before the clock starts.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-from collections.abc import Callable
-from importlib.metadata import version
+from pathlib import Path
 
-from datatrove.data import Document
-from datatrove.pipeline.filters import C4QualityFilter, LanguageFilter
-from datatrove.pipeline.filters.base_filter import BaseFilter
-from fasttext.FastText import _FastText
+# benchmarks/tokenize.py would shadow the standard library's `tokenize` (which inspect,
+# linecache and traceback import) for every script run from this folder: the folder leaves
+# the import path before anything else is imported, and siblings import as `benchmarks.*`.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from importlib.metadata import version  # noqa: E402
+
+from datatrove.data import Document  # noqa: E402
+from datatrove.pipeline.filters import C4QualityFilter, LanguageFilter  # noqa: E402
+from datatrove.pipeline.filters.base_filter import BaseFilter  # noqa: E402
+from fasttext.FastText import _FastText  # noqa: E402
 
 
 def read_corpus(path: str) -> list[tuple[str, str]]:

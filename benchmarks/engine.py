@@ -12,19 +12,23 @@ the slower runs measure whatever else the machine was doing.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import threading
-import time
 from pathlib import Path
 
-import psutil
-import zstandard
-
+# benchmarks/tokenize.py would shadow the standard library's `tokenize` (which inspect,
+# linecache and traceback import) for every script run from this folder: the folder leaves
+# the import path before anything else is imported, and siblings import as `benchmarks.*`.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import psutil  # noqa: E402
+import zstandard  # noqa: E402
 
 from pipeline.executor import connect  # noqa: E402
 from pipeline.manifest import parse_manifest  # noqa: E402

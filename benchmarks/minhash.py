@@ -24,22 +24,25 @@ time to ours. Results go to benchmarks/results/minhash.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
+# benchmarks/tokenize.py would shadow the standard library's `tokenize` (which inspect,
+# linecache and traceback import) for every script run from this folder: the folder leaves
+# the import path before anything else is imported, and siblings import as `benchmarks.*`.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
 
-from ccnet import datatrove_python  # noqa: E402
-from minhash_corpus import build_corpus, score_removals  # noqa: E402
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 import stages  # noqa: E402,F401  (registers every stage)
+from benchmarks.ccnet import datatrove_python  # noqa: E402
+from benchmarks.minhash_corpus import build_corpus, score_removals  # noqa: E402
 from pipeline.executor import connect  # noqa: E402
 from pipeline.io import iter_parquet, read_json  # noqa: E402
 from pipeline.manifest import parse_manifest  # noqa: E402

@@ -24,22 +24,25 @@ scores a dedup's removed ids against that truth.
 
 from __future__ import annotations
 
-import argparse
-import bisect
-import json
-import math
-import random
-import re
 import sys
-import time
-from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+# benchmarks/tokenize.py would shadow the standard library's `tokenize` (which inspect,
+# linecache and traceback import) for every script run from this folder: the folder leaves
+# the import path before anything else is imported, and siblings import as `benchmarks.*`.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
 
-from ccnet import email_body  # noqa: E402
+import argparse  # noqa: E402
+import bisect  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterable, Iterator, Mapping  # noqa: E402
 
+from benchmarks.ccnet import email_body  # noqa: E402
 from stages.books import strip_gutenberg  # noqa: E402
 from stages.html import html_to_text  # noqa: E402
 from stages.wikipedia import read_wiki_dump  # noqa: E402

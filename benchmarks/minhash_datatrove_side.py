@@ -22,30 +22,37 @@ the ids the filter removed (from its exclusion writer) and how many it kept.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import platform
-import shutil
 import sys
-import time
-from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
-from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup.minhash import (
+# benchmarks/tokenize.py would shadow the standard library's `tokenize` (which inspect,
+# linecache and traceback import) for every script run from this folder: the folder leaves
+# the import path before anything else is imported, and siblings import as `benchmarks.*`.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from importlib.metadata import version  # noqa: E402
+
+from datatrove.executor import LocalPipelineExecutor  # noqa: E402
+from datatrove.pipeline.dedup.minhash import (  # noqa: E402
     MinhashConfig,
     MinhashDedupBuckets,
     MinhashDedupCluster,
     MinhashDedupFilter,
     MinhashDedupSignature,
 )
-from datatrove.pipeline.readers import JsonlReader
-from datatrove.pipeline.writers import JsonlWriter
-from datatrove.utils.hashing import HashConfig
-from datatrove.utils.text import TextNormConfig
-from datatrove.utils.word_tokenizers import WordTokenizer
+from datatrove.pipeline.readers import JsonlReader  # noqa: E402
+from datatrove.pipeline.writers import JsonlWriter  # noqa: E402
+from datatrove.utils.hashing import HashConfig  # noqa: E402
+from datatrove.utils.text import TextNormConfig  # noqa: E402
+from datatrove.utils.word_tokenizers import WordTokenizer  # noqa: E402
 
 SHARD_GLOB = "corpus-*.jsonl"  # minhash_corpus.py's shards; its truth.json sits beside them
 

@@ -12,17 +12,21 @@ text a stage receives) per component, and the process's peak RSS.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import resource
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
+# benchmarks/tokenize.py would shadow the standard library's `tokenize` (which inspect,
+# linecache and traceback import) for every script run from this folder: the folder leaves
+# the import path before anything else is imported, and siblings import as `benchmarks.*`.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 import stages  # noqa: E402,F401  (registers every stage)
 from pipeline.document import Document  # noqa: E402
