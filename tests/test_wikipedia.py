@@ -10,18 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io import CorruptInput
+from pipeline.document import Document
+from pipeline.io import CorruptInput, iter_parquet
+from pipeline.manifest import load_manifest
+from pipeline.runner import run_pipeline
 from pipeline.stats import Stats
-from stages.base import READERS
+from stages.base import READERS, STAGES
 from stages.wikipedia import (
+    PAPER_LANGUAGES,
     WikipediaReader,
+    WikitextClean,
     clean_wikitext,
     decoded_text,
+    read_dump,
     read_wiki_dump,
     strip_templates_and_tables,
 )
 
-MARKUP = ("{{", "}}", "[[", "]]", "<ref", "</ref", "{|", "|}", "'''", "<!--")
+MARKUP = ("{{", "}}", "[[", "]]", "<ref", "</ref", "{|", "|}", "|-", "'''", "<!--")
+MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "wikipedia.yaml"
 
 
 def wiki(shared_data: Path, name: str) -> str:
@@ -48,7 +55,7 @@ def articles_in(path: str) -> list[str]:
 @pytest.fixture(scope="module")
 def enwiki(shared_data: Path) -> tuple[list, Stats]:
     stats = Stats()
-    docs = list(read_wiki_dump(wiki(shared_data, "enwiki-shortened.xml.bz2"), stats=stats))
+    docs = list(read_dump(wiki(shared_data, "enwiki-shortened.xml.bz2"), stats=stats))
     return docs, stats
 
 
@@ -105,7 +112,7 @@ def test_paragraphs_are_lines_without_blank_lines(enwiki) -> None:
 
 def test_utf16_dump_with_bom_is_decoded_to_cyrillic(shared_data: Path) -> None:
     stats = Stats()
-    docs = list(read_wiki_dump(wiki(shared_data, "bgwiki-shortened-utf16.xml.bz2"), stats=stats))
+    docs = list(read_dump(wiki(shared_data, "bgwiki-shortened-utf16.xml.bz2"), stats=stats))
     assert [d.id for d in docs] == ["bgwiki/558"]
     assert docs[0].meta["title"] == "Григориански календар"
     assert docs[0].meta["language"] == "bg"
@@ -117,7 +124,7 @@ def test_utf16_dump_with_bom_is_decoded_to_cyrillic(shared_data: Path) -> None:
 
 
 def test_table_heavy_page_loses_every_table(shared_data: Path) -> None:
-    docs = list(read_wiki_dump(wiki(shared_data, "enwiki-table-markup.xml.bz2")))
+    docs = list(read_dump(wiki(shared_data, "enwiki-table-markup.xml.bz2")))
     vote = next(d for d in docs if d.meta["title"] == "Constructive vote of no confidence")
     assert "Since 1949, only two constructive votes of no confidence" in vote.text
     assert "background:#FFF8DC" not in vote.text
@@ -137,7 +144,7 @@ def test_reader_is_registered_and_counts_what_it_skips(shared_data: Path) -> Non
 
 
 def test_language_parameter_overrides_the_dump(shared_data: Path) -> None:
-    params = WikipediaReader.Params(language="simple")
+    params = WikipediaReader.Params(language="simple", languages=["simple"])
     path = wiki(shared_data, "enwiki-table-markup.xml.bz2")
     docs = list(WikipediaReader(params).read(path, "x", "wiki", Stats()))
     assert {d.meta["language"] for d in docs} == {"simple"}
@@ -150,7 +157,7 @@ def test_truncated_dump_keeps_pages_before_the_break(shared_data: Path, tmp_path
     cut.write_bytes(data[: len(data) // 2])
     docs = []
     with pytest.raises(CorruptInput) as err:
-        for doc in read_wiki_dump(str(cut)):
+        for doc in read_dump(str(cut)):
             docs.append(doc)
     assert err.value.reason == "read:malformed_xml"
     assert 20 < len(docs) < 106
@@ -159,9 +166,67 @@ def test_truncated_dump_keeps_pages_before_the_break(shared_data: Path, tmp_path
 def test_pages_larger_than_the_limit_are_dropped_with_a_reason(shared_data: Path) -> None:
     stats = Stats()
     path = wiki(shared_data, "enwiki-shortened.xml.bz2")
-    docs = list(read_wiki_dump(path, stats=stats, max_document_bytes=50_000))
+    docs = list(read_dump(path, stats=stats, max_document_bytes=50_000))
     assert stats.drops["read:document_too_large"] > 0
     assert len(docs) + stats.drops["read:document_too_large"] == 106
+
+
+def test_read_wiki_dump_is_read_dump() -> None:
+    assert read_wiki_dump is read_dump
+
+
+def test_the_papers_twenty_languages_are_the_default_allowlist() -> None:
+    assert WikipediaReader.Params().languages == PAPER_LANGUAGES
+    assert len(set(PAPER_LANGUAGES)) == 20
+    assert {"bg", "ca", "en", "sr", "uk"} <= set(PAPER_LANGUAGES)
+
+
+def test_articles_of_other_languages_are_dropped_with_a_reason(shared_data: Path) -> None:
+    stats = Stats()
+    params = WikipediaReader.Params(languages=["en", "de"])
+    path = wiki(shared_data, "bgwiki-shortened-utf16.xml.bz2")
+    assert list(WikipediaReader(params).read(path, "bg", "wiki", stats)) == []
+    assert stats.drops == {"wikipedia:language_not_allowed": 1}
+    assert stats.counters == {"wikipedia:other_namespaces": 2}
+
+
+def test_an_empty_allowlist_keeps_every_language(shared_data: Path) -> None:
+    params = WikipediaReader.Params(language="simple", languages=[])
+    path = wiki(shared_data, "enwiki-table-markup.xml.bz2")
+    assert len(list(WikipediaReader(params).read(path, "x", "wiki", Stats()))) == 5
+
+
+def test_raw_articles_through_wikitext_clean_equal_cleaning_while_reading(
+    shared_data: Path,
+) -> None:
+    assert STAGES["wikitext_clean"] is WikitextClean
+    raw_reader = WikipediaReader(WikipediaReader.Params(clean=False))
+    for name in ("enwiki-table-markup.xml.bz2", "bgwiki-shortened-utf16.xml.bz2"):
+        path = wiki(shared_data, name)
+        raw = list(raw_reader.read(path, name, "wiki", Stats()))
+        assert all("{{" in doc.text for doc in raw), name
+        cleaned = list(WikitextClean().process(iter(raw), Stats()))
+        read_clean = list(read_dump(path, source="wiki"))
+        assert [(d.id, d.text, d.meta) for d in cleaned] == [
+            (d.id, d.text, d.meta) for d in read_clean
+        ], name
+
+
+def test_wikitext_clean_drops_documents_left_without_prose() -> None:
+    docs = [
+        Document("a", "{{Infobox}}\n[[Category:X]]", "wiki"),
+        Document("b", "'''B''' is a [[letter]].", "wiki"),
+    ]
+    stats = Stats()
+    kept = list(WikitextClean().process(iter(docs), stats))
+    assert [(d.id, d.text) for d in kept] == [("b", "B is a letter.")]
+    assert stats.drops == {"wikitext_clean:empty": 1}
+
+
+def test_wikitext_clean_drops_the_link_namespaces_it_is_given() -> None:
+    stage = WikitextClean(WikitextClean.Params(dropped_namespaces=["Attēls"]))
+    assert stage.map(Document("a", "[[Attēls:x.png|thumb|y]]Text", "wiki")).text == "Text"
+    assert WikitextClean().map(Document("a", "[[Attēls:x.png|y]]Text", "wiki")).text == "yText"
 
 
 @pytest.mark.parametrize(
@@ -221,6 +286,15 @@ def test_undecodable_bytes_are_a_named_reason() -> None:
         ("[[de:Katze]]", ""),
         ("[[wikt:cat|cat]]s", "cats"),
         ("x<y and y>z", "x<y and y>z"),  # not a tag MediaWiki knows
+        ("text\n== Heading ==\nmore", "text\nHeading\nmore"),
+        ("== [[Paris|City]] <ref>x</ref> ==", "City"),
+        ("see [http://example.org  the [[site]]]", "see the site"),
+        ('an ESC and a "[" (left bracket)', 'an ESC and a "[" (left bracket)'),
+        ("x<ref>a<ref>b</ref>y", "xy"),
+        ("x<ref>a</ref name=b> y</ref>z", "xz"),  # a closing tag with attributes closes nothing
+        ("a<includeonly>{{x}}</includeonly>b", "ab"),
+        ("[[Fitxer:x.jpg|miniatura|y]][[Kategória:Z]][[Датотека:z.png]]Text", "Text"),
+        ("one ----\n----\ntwo", "one ----\ntwo"),
     ],
 )
 def test_clean_wikitext_rule(wikitext: str, prose: str) -> None:
@@ -237,3 +311,37 @@ def test_an_unclosed_template_does_not_swallow_the_article() -> None:
 def test_localised_namespaces_of_the_dump_are_dropped() -> None:
     assert clean_wikitext("[[Kategorie:X]][[Файл:y.jpg|thumb|z]]Text") == "Text"
     assert clean_wikitext("[[Bestandteil:X|shown]]", dropped_namespaces=["bestandteil"]) == ""
+
+
+@pytest.mark.parametrize(
+    "opener", ["{{a|", "[[a|", "[http://example.org ", "{|\n", "<ref>", "<span>[[a|{{b|<ref>"]
+)
+def test_thousands_of_unclosed_openers_leave_the_prose(opener: str) -> None:
+    """mwparserfromhell retries an unclosed opener against the rest of the page (quadratic
+    in their number); such openers are dropped before it parses."""
+    text = clean_wikitext("Start.\n\n" + opener * 5000 + "\n\nEnd of the page.")
+    assert text.startswith("Start.\n")
+    assert text.endswith("\nEnd of the page.")
+    for markup in MARKUP:
+        assert markup not in text, markup
+
+
+def test_wikipedia_manifest_outputs_exactly_the_articles_without_markup(
+    shared_data: Path, tmp_path: Path, ray_local: None
+) -> None:
+    result = run_pipeline(load_manifest(MANIFEST), output=str(tmp_path), workers=2, progress=False)
+    dumps = sorted((shared_data / "wikipedia").glob("*.xml.bz2"))
+    expected = sorted(
+        f"{dump.name.split('-')[0]}/{page_id}"
+        for dump in dumps
+        for page_id in articles_in(str(dump))
+    )
+    final = tmp_path / "sources" / "wikipedia" / "02-exact_dedup"
+    docs = [doc for part in sorted(final.glob("part-*.parquet")) for doc in iter_parquet(str(part))]
+    assert sorted(doc.id for doc in docs) == expected
+    for doc in docs:
+        for markup in MARKUP:
+            assert markup not in doc.text, (doc.id, markup)
+    steps = {s["step"]: s["stats"] for s in result.stats["sources"]["wikipedia"]["steps"]}
+    assert steps["00-read"]["counters"]["wikipedia:redirects"] == 99
+    assert steps["00-read"]["docs_out"] == len(expected)
