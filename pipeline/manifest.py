@@ -162,14 +162,28 @@ class DatasetSpec(Strict):
 
 
 class TrainSpec(Strict):
-    preset: str = Field("tiny", description="Model size preset, e.g. tiny, 7b, 65b.")
+    """The trainer's settings (model/config.py TrainConfig), LLaMA's where it says them."""
+
+    preset: str = Field("tiny", description="Model size preset, e.g. tiny, 1b, llama-7b.")
     seq_len: int = Field(2048, gt=0)
     batch_tokens: int = Field(4_000_000, gt=0, description="Tokens per optimizer step.")
     steps: int = Field(1000, gt=0)
-    learning_rate: float = Field(3e-4, gt=0)
+    learning_rate: float | None = Field(None, gt=0, description="Peak LR; default: the preset's.")
     warmup_steps: int = Field(2000, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     seed: int = 0
+    vocab_size: int | None = Field(None, gt=0, description="Default: the preset's 32000.")
+    micro_batch: int = Field(4, gt=0, description="Sequences per device per forward pass.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine floor, x peak LR.")
+    grad_clip: float = Field(1.0, gt=0)
+    compile: bool | None = Field(None, description="torch.compile; default: on with CUDA.")
+    activation_checkpointing: Literal["none", "selective", "full"] = "none"
+    parallelism: Literal["auto", "ddp", "fsdp"] = "auto"
+    checkpoint_every: int = Field(1000, ge=0)
+    keep_last: int = Field(3, gt=0, description="Checkpoints kept.")
+    log_every: int = Field(10, gt=0)
+    eval_every: int = Field(1000, ge=0)
+    eval_windows: int = Field(16, ge=0, description="Held-out windows per source.")
 
 
 class Manifest(Strict):
