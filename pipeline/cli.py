@@ -12,7 +12,14 @@ from typing import Any
 from pipeline.manifest import ManifestError, Run, load_manifest
 
 # Packages whose import registers `llamix` subcommands through `stages.base.register_command`.
-COMMAND_PACKAGES = ("stages", "tokenizer", "model.train", "model.generate", "model.export_hf")
+COMMAND_PACKAGES = (
+    "stages",
+    "tokenizer",
+    "model.train",
+    "model.generate",
+    "model.export_hf",
+    "pipeline.estimate",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    print(plan_table(load_manifest(args.manifest), args.out))
+    print(plan_table(load_manifest(args.manifest), args.out, list_remote=False))
     return 0
 
 
@@ -146,12 +153,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def plan_table(run: Run, output: str | None) -> str:
+def plan_table(run: Run, output: str | None, *, list_remote: bool = True) -> str:
     from pipeline.executor import build_tasks
+    from pipeline.inputs import UNLISTED
     from pipeline.plan import build_plan
     from pipeline.tasks import completed
 
-    plan = build_plan(run, output)
+    plan = build_plan(run, output, list_remote=list_remote)
     tasks = build_tasks(plan)
     done = completed(tasks)
     total: Counter[str] = Counter(t.step.label for t in tasks)
@@ -159,7 +167,9 @@ def plan_table(run: Run, output: str | None) -> str:
     lines = [f"manifest {run.path} (hash {run.hash[:12]}), output {plan.output}"]
     for source, files in plan.inputs.items():
         missing = sum(f.missing for f in files)
+        remote = sum(f.fingerprint == UNLISTED for f in files)
         note = f", {missing} missing" if missing else ""
+        note += f", {remote} remote patterns not listed" if remote else ""
         lines.append(f"\n{source}: {len(files)} input files{note}")
         previous = "input files"
         for step in plan.steps_of(source):

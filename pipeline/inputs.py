@@ -24,6 +24,10 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+# The fingerprint of a remote pattern that a plan shows without listing it.
+UNLISTED = "unlisted"
+
+
 @dataclass(frozen=True)
 class InputFile:
     """One input file of a source; one shard of its read step."""
@@ -40,14 +44,20 @@ class InputFile:
 _GLOB_CHARS = "*?["
 
 
-def expand_inputs(patterns: Iterable[str]) -> tuple[InputFile, ...]:
+def expand_inputs(patterns: Iterable[str], *, list_remote: bool = True) -> tuple[InputFile, ...]:
     """Expands paths, directories and globs into files, sorted, with stable relative names.
 
     A pattern that matches nothing is kept as a missing input, so the read step counts it
-    (`read:missing_path`) rather than the run silently reading less than asked.
+    (`read:missing_path`) rather than the run silently reading less than asked. Without
+    `list_remote`, a remote pattern (`s3://...`) stays one unlisted input, so a plan can be
+    checked offline, without credentials or the remote filesystem's package.
     """
     found: dict[str, dict[str, Any] | None] = {}
+    unlisted: list[str] = []
     for pattern in patterns:
+        if not list_remote and "://" in pattern and not pattern.startswith("file://"):
+            unlisted.append(pattern)
+            continue
         fs, inner = filesystem(pattern)
         if any(c in inner for c in _GLOB_CHARS):
             matches = sorted(p for p in fs.glob(inner) if fs.isfile(p))
@@ -68,6 +78,7 @@ def expand_inputs(patterns: Iterable[str]) -> tuple[InputFile, ...]:
         name = _relative_name(path, root) if info is not None else os.path.basename(path)
         stamp = "missing" if info is None else digest(file_stamp(info))
         files.append(InputFile(path=path, name=name, fingerprint=stamp))
+    files += [InputFile(path=p, name=p.split("://", 1)[1], fingerprint=UNLISTED) for p in unlisted]
     return tuple(files)
 
 

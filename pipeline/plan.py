@@ -69,12 +69,13 @@ class Plan:
         return self.steps_of(source)[-1]
 
 
-def build_plan(run: Run, output: str | None = None) -> Plan:
+def build_plan(run: Run, output: str | None = None, *, list_remote: bool = True) -> Plan:
+    """`list_remote=False` leaves remote globs unlisted, for an offline look at the plan."""
     out = output or run.output
     steps: list[Step] = []
     inputs: dict[str, tuple[InputFile, ...]] = {}
     for source in run.sources.values():
-        files = expand_inputs(source.inputs)
+        files = expand_inputs(source.inputs, list_remote=list_remote)
         inputs[source.name] = files
         steps += _source_steps(source, out, len(files))
     return Plan(run=run, output=out, steps=tuple(steps), inputs=inputs)
