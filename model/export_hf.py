@@ -21,7 +21,6 @@ from torch import Tensor
 
 from model.config import ModelConfig
 from model.generate import load_model
-from stages.base import register_command
 
 SHARD_BYTES = 5 * 2**30  # transformers' default max_shard_size
 
@@ -131,16 +130,8 @@ def _write_safetensors(tensors: dict[str, Tensor], out: Path) -> None:
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a step-* checkpoint, or a train --out (its latest)")
-    parser.add_argument("out", help="the Hugging Face model directory to write")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
-
-
-@register_command(
-    "export-hf", "write a checkpoint as a Hugging Face Llama model directory", _configure
-)
-def _export_command(args: argparse.Namespace) -> int:
+def export_command(args: argparse.Namespace) -> int:
+    """`llamix export-hf` (arguments from model/commands.py)."""
     out = export_hf(args.checkpoint, args.out, getattr(torch, args.dtype))
     print(f"Hugging Face model written to {out}")
     return 0

@@ -21,7 +21,6 @@ from torch import Tensor
 from model.config import ModelConfig
 from model.llama import KVCache, Llama
 from model.train import latest_checkpoint, quiet_single_process, read_checkpoint_config
-from stages.base import register_command
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[Llama, dict[str, Any]]:
@@ -82,26 +81,16 @@ def generate(
     return tokens
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a step-* checkpoint, or a train --out (its latest)")
-    parser.add_argument("--prompt", required=True, help="text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--tokenizer", help="tokenizer.model (default: the dataset's)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-
-@register_command("generate", "continue a prompt with a trained checkpoint", _configure)
-def _generate_command(args: argparse.Namespace) -> int:
-    model, run = load_model(args.checkpoint, args.device)
+def generate_command(args: argparse.Namespace) -> int:
+    """`llamix generate` (arguments from model/commands.py)."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, run = load_model(args.checkpoint, device)
     tokenizer_path = args.tokenizer or run["dataset"]["tokenizer"]["model"]
     if not Path(tokenizer_path).is_file():
         raise FileNotFoundError(f"tokenizer {tokenizer_path} not found: pass --tokenizer")
     tokenizer = spm.SentencePieceProcessor(model_file=tokenizer_path)
     prompt = [tokenizer.bos_id(), *tokenizer.encode(args.prompt)]
-    generator = torch.Generator(args.device).manual_seed(args.seed)
+    generator = torch.Generator(device).manual_seed(args.seed)
     tokens = generate(
         model,
         prompt,

@@ -50,10 +50,10 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
+from model.commands import TRAIN_FLAGS, configure_train
 from model.config import ADAM_BETAS, ADAM_EPS, ModelConfig, TrainConfig
 from model.data import Dataset, MixtureSampler, load_dataset
 from model.llama import Llama
-from stages.base import register_command
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -649,49 +649,13 @@ def _barrier() -> None:
 # The command
 # ---------------------------------------------------------------------------------------
 
-# TrainConfig fields the command line can override: (type, help).
-_FLAGS: dict[str, tuple[type, str]] = {
-    "preset": (str, "model size: tiny, 125m, 350m, 1b, 7b, 13b, 33b, 65b"),
-    "steps": (int, "optimizer steps of the whole run (the cosine schedule spans them)"),
-    "seq_len": (int, "tokens per training sequence"),
-    "batch_tokens": (int, "global batch in tokens, rounded to whole micro-batches"),
-    "micro_batch": (int, "sequences per device per forward pass"),
-    "learning_rate": (float, "peak learning rate (default: the preset's)"),
-    "warmup_steps": (int, "linear warmup steps"),
-    "weight_decay": (float, "AdamW weight decay on matrices"),
-    "seed": (int, "initialisation and data seed"),
-    "vocab_size": (int, "model vocabulary (default: the preset's 32000)"),
-    "activation_checkpointing": (str, "none, selective (recompute element-wise ops) or full"),
-    "parallelism": (str, "auto (FSDP for 1B+ on CUDA, else DDP), ddp or fsdp"),
-    "checkpoint_every": (int, "steps between checkpoints"),
-    "keep_last": (int, "checkpoints kept"),
-    "log_every": (int, "steps between log lines"),
-    "eval_every": (int, "steps between evaluations (0: only at the end)"),
-    "eval_windows": (int, "held-out windows per source"),
-}
 
-
-def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="the manifest YAML (its `train:` section)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--dataset", help="token dataset directory (default: OUT/dataset)")
-    parser.add_argument("--out", help="checkpoints and metrics.jsonl (default: OUT/train)")
-    parser.add_argument("--until", type=int, help="stop after this step (default: --steps)")
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile each block (default: on for CUDA)",
-    )
-    for name, (kind, text) in _FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
-
-
-@register_command("train", "train a LLaMA model on the manifest's token dataset", _configure)
-def _train_command(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace) -> int:
+    """`llamix train` / `python -m model.train` (arguments from model/commands.py)."""
     from pipeline.manifest import TrainSpec, load_manifest
 
     run = load_manifest(args.manifest)
-    overrides = {name: getattr(args, name) for name in _FLAGS}
+    overrides = {name: getattr(args, name) for name in TRAIN_FLAGS}
     config = TrainConfig.from_spec(
         run.manifest.train or TrainSpec(), compile=args.compile, **overrides
     )
@@ -715,10 +679,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model.train", description="train a LLaMA model (as `llamix train`)"
     )
-    _configure(parser)
+    configure_train(parser)
     args = parser.parse_args(argv)
     try:
-        return _train_command(args)
+        return train_command(args)
     except ManifestError as err:
         print(f"error: invalid manifest {err}", file=sys.stderr)
         return 2

@@ -12,14 +12,7 @@ from typing import Any
 from pipeline.manifest import ManifestError, Run, load_manifest
 
 # Packages whose import registers `llamix` subcommands through `stages.base.register_command`.
-COMMAND_PACKAGES = (
-    "stages",
-    "tokenizer",
-    "model.train",
-    "model.generate",
-    "model.export_hf",
-    "pipeline.estimate",
-)
+COMMAND_PACKAGES = ("stages", "tokenizer", "model.commands", "pipeline.estimate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -21,11 +20,12 @@ import sentencepiece as spm
 import torch
 from safetensors.torch import load_file
 
-from model import export_hf, generate
+from model import export_hf
 from model.config import TrainConfig
 from model.data import MixtureSampler, load_dataset
 from model.generate import load_model
 from model.train import METRICS, checkpoints, train
+from pipeline.cli import main
 from tokenizer.shards import TokenShardWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,10 +228,8 @@ def test_metrics_report_throughput_and_memory_but_no_mfu_on_cpu(trained_on_text:
 def test_generate_continues_a_prompt_from_a_checkpoint(
     trained_on_text: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parser = argparse.ArgumentParser()
-    generate._configure(parser)
-    args = parser.parse_args([str(trained_on_text), "--prompt", "I was", "--max-new-tokens", "12"])
-    assert generate._generate_command(args) == 0
+    args = ["generate", str(trained_on_text), "--prompt", "I was", "--max-new-tokens", "12"]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert text.startswith("I was") and len(text) > len("I was\n")
 
