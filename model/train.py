@@ -50,7 +50,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from model.commands import TRAIN_FLAGS, configure_train
+from model.commands import TRAIN_FLAGS
 from model.config import ADAM_BETAS, ADAM_EPS, ModelConfig, TrainConfig
 from model.data import Dataset, MixtureSampler, load_dataset
 from model.llama import Llama
@@ -673,22 +673,10 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m model.train` (what torchrun launches); same arguments as `llamix train`."""
-    from pipeline.manifest import ManifestError
+    """`python -m model.train` (what torchrun launches): exactly `llamix train`."""
+    from pipeline.cli import main as llamix
 
-    parser = argparse.ArgumentParser(
-        prog="python -m model.train", description="train a LLaMA model (as `llamix train`)"
-    )
-    configure_train(parser)
-    args = parser.parse_args(argv)
-    try:
-        return train_command(args)
-    except ManifestError as err:
-        print(f"error: invalid manifest {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return llamix(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterator
 
 from pipeline.document import Document
-from pipeline.io import compression_of, read_jsonl, read_text_file
+from pipeline.io import compression_of
 from pipeline.stats import Stats
 from stages.base import Reader, Stage, register_reader, register_stage
-from stages.readers import RecordParams
+from stages.readers import JsonlReader, RecordParams, TextReader
 
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
@@ -161,16 +161,6 @@ class BooksReader(Reader):
     Params = RecordParams
 
     def read(self, path: str, doc_id: str, source: str, stats: Stats) -> Iterator[Document]:
-        p = self.params
         stem = path.rsplit(".", 1)[0] if compression_of(path) else path
-        if stem.endswith(_JSONL_SUFFIXES):
-            return read_jsonl(
-                path,
-                doc_id,
-                source,
-                stats,
-                text_field=p.text_field,
-                id_field=p.id_field,
-                max_document_bytes=p.max_document_bytes,
-            )
-        return read_text_file(path, doc_id, source, stats, max_document_bytes=p.max_document_bytes)
+        as_records = JsonlReader if stem.endswith(_JSONL_SUFFIXES) else TextReader
+        return as_records(self.params).read(path, doc_id, source, stats)

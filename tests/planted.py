@@ -91,3 +91,15 @@ def variant(text: str, rng: random.Random) -> str:
     if rng.random() < 0.5:
         paragraphs = [rng.choice(HEADERS), *paragraphs, rng.choice(FOOTERS)]
     return "\n".join(paragraphs)
+
+
+def chain_of_near_duplicates(shared_data: Path) -> tuple[str, str, str]:
+    """a~b and b~c at Jaccard >= 0.8, but a and c below it."""
+    words = " ".join(botchan_chapters(shared_data)[0].split()[:400]).split()
+    b_words = list(words)
+    for k, pos in enumerate(range(20, 400, 80)):
+        b_words[pos] = f"planted{k}"
+    c_words = list(b_words)
+    for k, pos in enumerate(range(60, 400, 80)):
+        c_words[pos] = f"edited{k}"
+    return " ".join(words), " ".join(b_words), " ".join(c_words)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
-from planted import base_texts, botchan_chapters, variant
+from planted import base_texts, chain_of_near_duplicates, variant
 
 from stages import minhash
 from stages.minhash import (
@@ -205,14 +205,7 @@ def test_precision_and_recall_on_planted_near_duplicates(
 
 
 def test_near_duplicate_chain_collapses_to_one_keeper(shared_data: Path) -> None:
-    words = " ".join(botchan_chapters(shared_data)[0].split()[:400]).split()
-    b_words = list(words)
-    for k, pos in enumerate(range(20, 400, 80)):
-        b_words[pos] = f"planted{k}"
-    c_words = list(b_words)
-    for k, pos in enumerate(range(60, 400, 80)):
-        c_words[pos] = f"edited{k}"
-    a, b, c = " ".join(words), " ".join(b_words), " ".join(c_words)
+    a, b, c = chain_of_near_duplicates(shared_data)
     sa, sb, sc = shingles(a), shingles(b), shingles(c)
     assert jaccard(sa, sb) >= 0.8 and jaccard(sb, sc) >= 0.8
     assert jaccard(sa, sc) < 0.8

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from planted import base_texts, botchan_chapters, variant
+from planted import base_texts, chain_of_near_duplicates, variant
 
 from pipeline.document import Document
 from pipeline.io import iter_parquet, read_json
@@ -25,18 +25,6 @@ def _dedup(docs: list[Document], **params: object) -> tuple[list[Document], Stat
     stats = Stats()
     stage = MinHashDedup(MinHashDedupParams(**params))
     return list(stage.process(iter(docs), stats)), stats
-
-
-def _chain(shared_data: Path) -> tuple[str, str, str]:
-    """a~b and b~c at Jaccard >= 0.8, but a and c below it."""
-    words = " ".join(botchan_chapters(shared_data)[0].split()[:400]).split()
-    b_words = list(words)
-    for k, pos in enumerate(range(20, 400, 80)):
-        b_words[pos] = f"planted{k}"
-    c_words = list(b_words)
-    for k, pos in enumerate(range(60, 400, 80)):
-        c_words[pos] = f"edited{k}"
-    return " ".join(words), " ".join(b_words), " ".join(c_words)
 
 
 def test_stage_is_registered_and_bands_need_rows() -> None:
@@ -59,7 +47,7 @@ def test_stage_is_registered_and_bands_need_rows() -> None:
 
 
 def test_chain_of_near_duplicates_ends_in_one_cluster_with_one_keeper(shared_data: Path) -> None:
-    a, b, c = _chain(shared_data)
+    a, b, c = chain_of_near_duplicates(shared_data)
     docs = [Document("c", c, "s"), Document("a", a, "s"), Document("b", b, "s")]
     kept, stats = _dedup(docs)
     assert [d.id for d in kept] == ["a"]
@@ -69,7 +57,7 @@ def test_chain_of_near_duplicates_ends_in_one_cluster_with_one_keeper(shared_dat
 
 
 def test_keeper_is_the_highest_meta_field_then_the_smallest_id(shared_data: Path) -> None:
-    a, b, c = _chain(shared_data)
+    a, b, c = chain_of_near_duplicates(shared_data)
     docs = [
         Document("a", a, "s", {"quality_score": 0.2}),
         Document("b", b, "s", {"quality_score": 0.9}),
