@@ -13,7 +13,7 @@ import json
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import fsspec
 import pyarrow as pa
@@ -361,7 +361,28 @@ def read_json(path: str) -> Any:
         return json.loads(handle.read())
 
 
-class ParquetShardWriter:
+class AtomicWriter:
+    """A writer whose output appears only on a clean `close()`; `abort()` removes what it
+    wrote. As a context manager it closes on success and aborts on an exception, so a
+    failed task never leaves a half-written file under the final name."""
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ParquetShardWriter(AtomicWriter):
     """Streams documents into one zstd Parquet file, visible only once closed cleanly.
 
     Row groups are cut by bytes, not rows, so a shard of long books and a shard of
@@ -405,15 +426,6 @@ class ParquetShardWriter:
         self._writer.close()
         self._handle.close()
         self._fs.rm(self._tmp)
-
-    def __enter__(self) -> ParquetShardWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_parquet(path: str, docs: Iterable[Document]) -> int:

@@ -41,7 +41,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from pipeline.io import filesystem, join, temporary_name
+from pipeline.io import AtomicWriter, filesystem, join, temporary_name
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -71,7 +71,7 @@ def dtype_code(dtype: np.dtype) -> int:
     return next(code for code, known in DTYPE_CODES.items() if known == dtype)
 
 
-class TokenShardWriter:
+class TokenShardWriter(AtomicWriter):
     """Streams documents into `<prefix>.bin`; writes `<prefix>.idx` on close.
 
     Both files are written under temporary names and renamed on a clean close, the .bin
@@ -139,17 +139,8 @@ class TokenShardWriter:
         self._handle.close()
         self._fs.rm(self._bin_tmp)
 
-    def __enter__(self) -> TokenShardWriter:
-        return self
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-class ShardSetWriter:
+class ShardSetWriter(AtomicWriter):
     """Writes `directory/part-00000`, `part-00001`, ... cutting a new shard once the current
     .bin reaches `target_bytes`. Documents are never split, so a shard may pass the target by
     one document; the cut points depend only on the documents, so the output is deterministic.
@@ -195,15 +186,6 @@ class ShardSetWriter:
         if self._current is not None:
             self._current.abort()
             self._current = None
-
-    def __enter__(self) -> ShardSetWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class TokenShardReader:
