@@ -104,6 +104,14 @@ def summarize(plan: Plan, tasks: list[Task], records: dict[str, dict[str, Any]])
             main = Stats()
             for phase in ("read", "stage", "apply", "sink"):
                 main.merge(phases.get(phase, Stats()))
+            global_phases: dict[str, Any] = {}
+            for phase in GLOBAL_PHASES if step.is_global else ():
+                if phase in phases:
+                    main.merge_findings(phases[phase])
+                    global_phases[phase] = {
+                        **phases[phase].to_dict(),
+                        "peak_rss_bytes": peak_rss[step.label][phase],
+                    }
             entry: dict[str, Any] = {
                 "step": f"{step.number:02d}-{step.name}",
                 "stage": step.component.name,
@@ -113,15 +121,7 @@ def summarize(plan: Plan, tasks: list[Task], records: dict[str, dict[str, Any]])
                 "stats": main.to_dict(),
             }
             if step.is_global:
-                entry["phases"] = {}
-                for phase in GLOBAL_PHASES:
-                    if phase in phases:
-                        main.merge_findings(phases[phase])
-                        entry["phases"][phase] = {
-                            **phases[phase].to_dict(),
-                            "peak_rss_bytes": peak_rss[step.label][phase],
-                        }
-                entry["stats"] = main.to_dict()
+                entry["phases"] = global_phases
             steps.append(entry)
         sources[source] = {"inputs": len(plan.inputs[source]), "steps": steps}
     return {

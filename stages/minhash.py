@@ -18,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property, lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -189,12 +190,7 @@ class MinHasher:
         first = next(blocks, None)
         if first is None:
             return np.full(self.num_perm, np.iinfo(_U32).max, dtype=_U32), False
-        return self.signature(_chain(first, blocks)), True
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest
+        return self.signature(chain([first], blocks)), True
 
 
 def lsh_params(
