@@ -47,7 +47,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 import xml.etree.ElementTree as ET  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from multiprocessing import get_context  # noqa: E402
 from typing import Any  # noqa: E402
@@ -58,6 +58,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 import stages  # noqa: E402,F401  (registers every stage)
+from benchmarks.timing import best_of  # noqa: E402
 from pipeline.document import Document  # noqa: E402
 from pipeline.stats import Stats  # noqa: E402
 from stages.base import STAGES, Stage  # noqa: E402
@@ -174,16 +175,6 @@ def text_bytes(docs: list[Document]) -> int:
 
 
 # --- timing ------------------------------------------------------------------------------
-
-
-def best_of(repeat: int, run: Callable[[], int]) -> tuple[float, int]:
-    """The fastest of `repeat` calls of `run` (which returns what it kept), and its count."""
-    best, kept = float("inf"), 0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        kept = run()
-        best = min(best, time.perf_counter() - start)
-    return best, kept
 
 
 def row(name: str, docs: int, size: int, seconds: float, kept: int, **extra: Any) -> dict:

@@ -25,10 +25,9 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
 
 import stages  # noqa: E402,F401  (registers every stage)
+from benchmarks.timing import best_of  # noqa: E402
 from pipeline.document import Document  # noqa: E402
 from pipeline.inputs import expand_inputs  # noqa: E402
 from pipeline.io import CorruptInput  # noqa: E402
@@ -45,15 +44,6 @@ def read_source(source: Source) -> list[Document]:
         with contextlib.suppress(CorruptInput):  # keeps what was read before the break
             docs.extend(source.reader.read(file.path, file.name, source.name, stats))
     return docs
-
-
-def best_of(repeat: int, run: Any) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - started)
-    return best, result
 
 
 def measure(name: str, docs_in: list[Document], seconds: float, docs_out: int) -> dict:

@@ -36,7 +36,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 os.environ["RAYON_NUM_THREADS"] = "1"  # one core for the Rust side too; read at its import
 
@@ -45,6 +44,7 @@ import sentencepiece as spm  # noqa: E402
 from sentencepiece import sentencepiece_model_pb2 as sp_model  # noqa: E402
 
 from benchmarks import ccnet  # noqa: E402
+from benchmarks.timing import best_of  # noqa: E402
 from pipeline.document import Document  # noqa: E402
 from pipeline.manifest import TokenizerSpec  # noqa: E402
 from pipeline.stats import Stats  # noqa: E402
@@ -61,15 +61,6 @@ def corpus_texts() -> list[str]:
     for pattern in ("latex/*/*.tex", "code/repos/*/*.py", "code/repos/*/*.h"):
         texts += [p.read_text(errors="replace") for p in sorted(SHARED.glob(pattern))]
     return [t for t in texts if t.strip()]
-
-
-def best_of(repeat: int, run) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    best, tokens = float("inf"), 0
-    for _ in range(repeat):
-        started = time.perf_counter()
-        tokens = run()
-        best = min(best, time.perf_counter() - started)
-    return best, tokens
 
 
 def time_llamix(docs: list[Document], work: Path, repeat: int) -> tuple[float, int]:
